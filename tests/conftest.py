@@ -1,0 +1,21 @@
+"""Shared test set-up: load the extension root as `track_anything`, keep Blender's config private."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# bpy writes its user config on import: point it at a throw-away folder first.
+os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="tam-blender-user-"))
+
+_spec = importlib.util.spec_from_file_location("_tam_launch", ROOT / "tam_blender_addon" / "launch.py")
+_launch = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_launch)
+_launch.register_root()
+sys.modules.setdefault("_tam_launch", _launch)
