@@ -46,7 +46,7 @@ def synthetic_array(key: str, shape: tuple[int, ...], dtype: str | np.dtype, for
 
 
 def synthetic_state_dict(
-    template: Mapping[str, "object"], formula: str, keep: frozenset[str] | set[str] = frozenset()
+    template: Mapping[str, object], formula: str, keep: frozenset[str] | set[str] = frozenset()
 ) -> dict:
     """A torch state dict shaped like `template` (a module's state_dict()) filled by `formula`.
 
