@@ -1,0 +1,579 @@
+"""The background worker: runs the engine for Blender / the CLI behind the message protocol.
+
+Started as ``python tam_blender_addon/launch.py worker [--events-fd N | --events-handle H]
+[--log PATH]`` by `client.WorkerClient`. Requests arrive on stdin, events leave on the
+dedicated events channel (see `protocol`); stdout is pointed at stderr before anything
+else is imported, so nothing a library prints can corrupt a message.
+
+Short commands (hello, open_session, embed, segment, cancel, shutdown) are answered on the
+main thread. Long jobs (track, refine, inpaint, export, shapes) run one at a time in a
+job thread that iterates the engine's generator and sends one progress event per
+`Progress`; `cancel` sets the flag the engine polls through ``should_stop``, so a job
+stops between frames and every finished frame stays on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import platform
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import Cancelled, InputError, SessionError, TamError
+from .protocol import (
+    PROTOCOL_VERSION,
+    LineReader,
+    ProtocolError,
+    Request,
+    decode_request,
+    encode_event,
+    progress_data,
+)
+
+LOG = logging.getLogger("tam.worker")
+ROOT = Path(__file__).resolve().parents[1]
+JOIN_ON_EXIT_S = 30.0  # how long a cancelled job may take to reach its next frame at exit
+
+
+# --------------------------------------------------------------------------- channel
+class EventChannel:
+    """The worker's end of the events pipe: whole lines, one writer at a time."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def send(self, req: int | None, kind: str, data: dict[str, Any] | None = None) -> bool:
+        """Write one event; False once the client has gone (broken pipe)."""
+        try:
+            line = encode_event(req, kind, _jsonable(data or {}))
+        except ProtocolError as exc:  # an answer too large or not JSON: say so instead
+            if kind not in ("result", "error"):
+                LOG.warning("dropped a %s event: %s", kind, exc)
+                return not self.closed
+            line = encode_event(req, "error", {"message": f"the worker's answer could not be sent: {exc}",
+                                               "error": "ProtocolError"})
+        with self._lock:
+            if self.closed:
+                return False
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                self.closed = True
+                return False
+        return True
+
+    def close(self) -> None:
+        """Close the pipe so the client sees end-of-file."""
+        with self._lock:
+            self.closed = True
+            try:
+                self._stream.close()
+            except OSError:
+                pass
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types from engine results (numpy scalars and arrays, paths, tuples, sets)."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return _jsonable(value.tolist())
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return str(value)
+
+
+def open_channels(events_fd: int | None = None, events_handle: int | None = None) -> tuple[IO[bytes], IO[bytes]]:
+    """(requests in, events out); afterwards fd 1 writes to stderr and fd 0 reads nothing.
+
+    Done first thing in `main`, before torch or OpenCV are imported, so that neither they
+    nor their C code can write into the events channel or read from the requests.
+    """
+    if events_fd is not None:
+        out_fd = events_fd
+        os.set_inheritable(out_fd, False)  # not to be passed on to ffmpeg & co.
+    elif events_handle is not None:
+        import msvcrt  # Windows: the client passed an inheritable pipe handle
+
+        out_fd = msvcrt.open_osfhandle(events_handle, os.O_WRONLY)
+    else:  # started by hand: events go to (a private copy of) the original stdout
+        out_fd = os.dup(1)
+    in_fd = os.dup(0)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    return os.fdopen(in_fd, "rb", buffering=1 << 16), os.fdopen(out_fd, "wb", buffering=1 << 16)
+
+
+# --------------------------------------------------------------------------- params
+Check = tuple[str, Callable[[Any], bool]]
+_INT: Check = ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+_OPT_INT: Check = ("an integer or null", lambda v: v is None or _INT[1](v))
+_STR: Check = ("a string", lambda v: isinstance(v, str))
+_OPT_STR: Check = ("a string or null", lambda v: v is None or isinstance(v, str))
+_OPT_BOOL: Check = ("true, false or null", lambda v: v is None or isinstance(v, bool))
+_INT_LIST: Check = ("a list of integers", lambda v: isinstance(v, list) and all(_INT[1](x) for x in v))
+_OPT_INT_LIST: Check = ("a list of integers or null", lambda v: v is None or _INT_LIST[1](v))
+
+# command -> {param: (check, required)}
+PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
+    "hello": {},
+    "open_session": {
+        "path": (_STR, True), "backend": (_OPT_STR, False), "device": (_STR, False),
+        "weights": (_STR, False), "weights_dir": (_OPT_STR, False), "sam_model": (_STR, False),
+        "refine": (_OPT_BOOL, False), "log": (_OPT_STR, False),
+    },
+    "close_session": {},
+    "embed": {"frame": (_INT, True)},
+    "segment": {"frame": (_INT, True), "obj": (_OPT_INT, False)},
+    "track": {"start": (_OPT_INT, False), "end": (_OPT_INT, False), "direction": (_STR, False)},
+    "refine": {"frames": (_OPT_INT_LIST, False)},
+    "inpaint": {"objects": (_INT_LIST, True), "out": (_STR, True), "dilate": (_INT, False),
+                "feather": (_INT, False), "frames": (_OPT_INT_LIST, False)},
+    "export": {"format": (_STR, True), "out": (_STR, True), "frames": (_OPT_INT_LIST, False)},
+    "shapes": {"out": (_STR, True)},
+    "cancel": {"req": (_OPT_INT, False)},
+    "shutdown": {},
+    "_noise": {"lines": (_INT, False)},
+}
+LONG_JOBS = ("track", "refine", "inpaint", "export", "shapes")
+
+
+def check_params(cmd: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The params of `cmd` if they have the documented names and types, else ProtocolError."""
+    spec = PARAMS[cmd]
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise ProtocolError(f"{cmd}: unknown parameter {unknown[0]!r} (expected: {', '.join(spec) or 'none'})")
+    for name, ((what, ok), required) in spec.items():
+        if name not in params:
+            if required:
+                raise ProtocolError(f"{cmd}: missing parameter {name!r}")
+            continue
+        if not ok(params[name]):
+            raise ProtocolError(f"{cmd}: parameter {name!r} must be {what}, got {params[name]!r:.60}")
+    return params
+
+
+def _given(params: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The subset of `params` that was sent (so the engine's own defaults apply otherwise)."""
+    return {n: params[n] for n in names if n in params and params[n] is not None}
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """True when `fn` takes a keyword argument `name` (or **kwargs)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return name in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+# --------------------------------------------------------------------------- worker
+@dataclass
+class Job:
+    """The long job in flight."""
+
+    req: int
+    cmd: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    polls_stop: bool = False  # the engine generator was given should_stop
+    seen_cancel: bool = False  # a progress event was sent after the cancel was set
+
+
+def worker_version() -> str:
+    """The extension's version from blender_manifest.toml, or the installed package's."""
+    manifest = ROOT / "blender_manifest.toml"
+    try:
+        import tomllib
+
+        with open(manifest, "rb") as fh:
+            return str(tomllib.load(fh)["version"])
+    except (OSError, KeyError, ValueError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return version("track-anything-blender")
+    except Exception:  # noqa: BLE001 - any metadata failure just means "unknown"
+        return "unknown"
+
+
+def runtime_info() -> dict[str, Any]:
+    """Python, torch and accelerator facts for `hello` (torch imported here, lazily)."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "torch": None,
+        "cuda": False,
+        "devices": [{"id": "cpu", "name": platform.processor() or platform.machine() or "CPU"}],
+    }
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001 - a broken torch install is reported, not fatal
+        info["torch_error"] = f"{type(exc).__name__}: {exc}"
+        return info
+    info["torch"] = str(torch.__version__)
+    try:
+        info["cuda"] = bool(torch.cuda.is_available())
+        if info["cuda"]:
+            for i in range(torch.cuda.device_count()):
+                info["devices"].append({"id": f"cuda:{i}", "name": torch.cuda.get_device_name(i)})
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            info["devices"].append({"id": "mps", "name": "Apple Metal (MPS)"})
+    except Exception as exc:  # noqa: BLE001 - driver trouble: report it in hello
+        info["cuda_error"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+class Worker:
+    """Request dispatch, the session/engine, and the one long job."""
+
+    def __init__(self, channel: EventChannel, log_path: str | None = None) -> None:
+        self.channel = channel
+        self.session: Any = None
+        self.engine: Any = None
+        self.job: Job | None = None
+        self._lock = threading.Lock()
+        self._log_handler: logging.Handler | None = None
+        self._stop = False
+        if log_path:
+            self.set_log_file(log_path)
+
+    # ---------------------------------------------------------------- plumbing
+    def set_log_file(self, path: str) -> None:
+        """Append the worker's log (and every unexpected traceback) to `path`."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [worker %(process)d] %(message)s"))
+        if self._log_handler is not None:
+            LOG.removeHandler(self._log_handler)
+            self._log_handler.close()
+        LOG.addHandler(handler)
+        self._log_handler = handler
+
+    def serve(self, requests: IO[bytes]) -> int:
+        """Answer requests until `shutdown` or end of input; the exit status."""
+        reader = LineReader(requests)
+        LOG.info("worker %s ready (pid %d, protocol %d)", worker_version(), os.getpid(), PROTOCOL_VERSION)
+        while not self._stop:
+            try:
+                line = reader.read()
+            except ProtocolError as exc:
+                self.channel.send(exc.req, "error", {"message": str(exc), "error": "ProtocolError"})
+                continue
+            if not line:
+                LOG.info("end of requests: the client has gone")
+                break
+            try:
+                request = decode_request(line)
+            except ProtocolError as exc:
+                LOG.warning("refused a request: %s", exc)
+                self.channel.send(exc.req, "error", {"message": str(exc), "error": "ProtocolError"})
+                continue
+            self.handle(request)
+        self._finish()
+        return 0
+
+    def _finish(self) -> None:
+        """Stop the job (between frames), release the session, close the channel."""
+        job = self.job
+        if job is not None and job.thread is not None and job.thread.is_alive():
+            job.cancel.set()
+            job.thread.join(JOIN_ON_EXIT_S)
+        self._close_session()
+        self.channel.close()
+
+    def handle(self, request: Request) -> None:
+        """Run one request: short ones here, long ones in the job thread."""
+        req, cmd = request.id, request.cmd
+        try:
+            if cmd not in PARAMS:
+                raise ProtocolError(f"unknown command {cmd!r}")
+            params = check_params(cmd, request.params)
+            if cmd in LONG_JOBS:
+                self._start_job(req, cmd, params)
+                return
+            result = getattr(self, "cmd_" + cmd.lstrip("_"))(req, **params)
+            self.channel.send(req, "result", result)
+        except TamError as exc:
+            self.channel.send(req, "error", {"message": str(exc), "error": type(exc).__name__})
+        except Exception as exc:  # noqa: BLE001 - reported to the client with its traceback
+            self._report_crash(req, cmd, exc)
+
+    def _report_crash(self, req: int | None, cmd: str, exc: BaseException) -> None:
+        """An unexpected exception: error event with the traceback, logged everywhere we log."""
+        tb = "".join(traceback.format_exception(exc))
+        first = (str(exc).strip().splitlines() or [""])[0]
+        message = f"{cmd} failed: {type(exc).__name__}: {first}".rstrip(": ")
+        LOG.error("%s (request %s)\n%s", message, req, tb)
+        if self.session is not None:
+            try:
+                self.session.log("worker_error", cmd=cmd, req=req, message=message, traceback=tb)
+            except Exception:  # noqa: BLE001 - the session itself may be what broke
+                LOG.exception("could not write the error to the session log")
+        self.channel.send(req, "error", {"message": message, "error": type(exc).__name__, "traceback": tb})
+
+    def _busy(self) -> Job | None:
+        """The running long job, if any."""
+        job = self.job
+        if job is not None and job.thread is not None and job.thread.is_alive():
+            return job
+        return None
+
+    def _refuse_if_busy(self, cmd: str) -> None:
+        job = self._busy()
+        if job is not None:
+            raise TamError(f"busy: {job.cmd} (request {job.req}) is still running; cancel it or wait before {cmd}")
+
+    def _need_engine(self, cmd: str) -> Any:
+        if self.engine is None:
+            raise SessionError(f"{cmd}: no session is open in the worker (send open_session first)")
+        return self.engine
+
+    # ---------------------------------------------------------------- short commands
+    def cmd_hello(self, req: int) -> dict[str, Any]:
+        """Protocol version, worker version, Python, torch, CUDA and devices."""
+        info = runtime_info()
+        return {"protocol": PROTOCOL_VERSION, "worker": worker_version(), "pid": os.getpid(), **info}
+
+    def cmd_open_session(self, req: int, path: str, log: str | None = None, **options: Any) -> dict[str, Any]:
+        """Open the session at `path` and build its engine (backend, device, weights...)."""
+        self._refuse_if_busy("open_session")
+        if log:
+            self.set_log_file(log)
+        from .pipeline import Engine
+        from .session import Session
+
+        self._close_session()
+        session = Session.open(path)
+        try:
+            engine = Engine(session, **_given(options, "backend", "device", "weights", "weights_dir",
+                                              "sam_model", "refine"))
+        except BaseException:
+            session.close()
+            raise
+        self.session, self.engine = session, engine
+        label = engine.backend_label() if hasattr(engine, "backend_label") else getattr(engine, "backend", None)
+        session.log("worker_open", pid=os.getpid(), backend=label)
+        LOG.info("opened session %s (%s)", session.path, label)
+        src = session.source
+        return {
+            "path": str(session.path),
+            "backend": getattr(engine, "backend", None),
+            "backend_label": label,
+            "synthetic": bool(getattr(engine, "synthetic", False)),
+            "source": {"path": src.path, "kind": src.kind, "width": src.width, "height": src.height,
+                       "fps": src.fps, "num_frames": src.num_frames},
+            "objects": [{"id": o.id, "name": o.name, "color": list(o.color)} for o in session.objects],
+            "mask_frames": len(session.mask_frames()),
+        }
+
+    def cmd_close_session(self, req: int) -> dict[str, Any]:
+        """Release the open session (and its lock) without stopping the worker."""
+        self._refuse_if_busy("close_session")
+        was = str(self.session.path) if self.session is not None else None
+        self._close_session()
+        return {"closed": was}
+
+    def _close_session(self) -> None:
+        engine, session = self.engine, self.session
+        self.engine = self.session = None
+        if engine is not None and hasattr(engine, "close"):
+            try:
+                engine.close()
+            except Exception:  # noqa: BLE001 - closing must not stop the next open
+                LOG.exception("closing the engine failed")
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001
+                LOG.exception("closing the session failed")
+
+    def cmd_embed(self, req: int, frame: int) -> dict[str, Any]:
+        """Warm the segmenter's embedding of `frame` so the first click answers at once."""
+        self._refuse_if_busy("embed")
+        engine = self._need_engine("embed")
+        t0 = time.monotonic()
+        engine.embed(frame)
+        return {"frame": frame, "seconds": round(time.monotonic() - t0, 4)}
+
+    def cmd_segment(self, req: int, frame: int, obj: int | None = None) -> dict[str, Any]:
+        """Segment the prompts on `frame`; the mask is in the session, the answer says where."""
+        self._refuse_if_busy("segment")
+        engine = self._need_engine("segment")
+        t0 = time.monotonic()
+        rec = engine.segment(frame, obj)
+        areas = {int(o): int((rec.labels == o).sum()) for o in rec.obj_ids}
+        return {"frame": int(rec.frame), "obj_ids": [int(o) for o in rec.obj_ids],
+                "confidence": {str(k): float(v) for k, v in rec.confidence.items()},
+                "areas": {str(k): v for k, v in areas.items()}, "kind": rec.kind,
+                "seconds": round(time.monotonic() - t0, 4)}
+
+    def cmd_cancel(self, req: int, **params: Any) -> dict[str, Any]:
+        """Ask the running job (or the one with id `req`) to stop before its next frame."""
+        target = params.get("req")
+        job = self._busy()
+        if job is None or (target is not None and target != job.req):
+            return {"cancelled": False, "req": target}
+        job.cancel.set()
+        LOG.info("cancel requested for %s (request %d)", job.cmd, job.req)
+        return {"cancelled": True, "req": job.req}
+
+    def cmd_shutdown(self, req: int) -> dict[str, Any]:
+        """Stop the job between frames, close the session, then leave the request loop."""
+        job = self._busy()
+        if job is not None:
+            job.cancel.set()
+            if job.thread is not None:
+                job.thread.join(JOIN_ON_EXIT_S)
+        self._close_session()
+        self._stop = True
+        return {"bye": True}
+
+    def cmd_noise(self, req: int, lines: int = 3) -> dict[str, Any]:
+        """Diagnostics: print junk (fake events included) to stdout and stderr, as libraries do."""
+        fake = encode_event(req, "result", {"fake": True}).decode()
+        for i in range(lines):
+            print(f"noise {i} on sys.stdout", fake.strip(), "{not json", flush=True)
+            os.write(1, b"noise on fd 1 " + fake.encode())
+            os.write(1, b"{\"v\": 1, \"req\": null, \"kind\": \"log\"")  # a line cut short
+            print(f"noise {i} on sys.stderr", file=sys.stderr, flush=True)
+            os.write(2, b"noise on fd 2\n")
+        return {"printed": lines}
+
+    # ---------------------------------------------------------------- long jobs
+    def _start_job(self, req: int, cmd: str, params: dict[str, Any]) -> None:
+        with self._lock:
+            self._refuse_if_busy(cmd)
+            self._need_engine(cmd)
+            job = Job(req, cmd)
+            job.thread = threading.Thread(target=self._run_job, args=(job, params), name=f"tam-{cmd}-{req}",
+                                          daemon=True)
+            self.job = job
+            job.thread.start()
+
+    def _job_steps(self, job: Job, params: dict[str, Any]) -> Any:
+        """The engine generator (or, for shapes, the writer's return value) of `job`."""
+        engine, stop = self.engine, job.cancel.is_set
+        job.polls_stop = job.cmd in ("track", "inpaint", "refine")
+        if job.cmd == "track":
+            return engine.track(**_given(params, "start", "end", "direction"), should_stop=stop)
+        if job.cmd == "inpaint":
+            return engine.inpaint(params["objects"], params["out"],
+                                  **_given(params, "dilate", "feather", "frames"), should_stop=stop)
+        if job.cmd == "export":
+            job.polls_stop = _accepts(engine.export, "should_stop")
+            extra = {"should_stop": stop} if job.polls_stop else {}
+            return engine.export(params["format"], params["out"], **_given(params, "frames"), **extra)
+        if job.cmd == "refine":
+            refine = getattr(engine, "refine_frames", None) or getattr(engine, "run_refine", None)
+            if not callable(refine):
+                raise InputError("refine: this engine has no separate refine job (tracking refines as it goes)")
+            return refine(**_given(params, "frames"), should_stop=stop)
+        if job.cmd == "shapes":
+            try:
+                from .matte_shapes import write_shapes
+            except ImportError as exc:
+                raise TamError(f"shapes: the mask-shape writer is not available in this build ({exc})") from None
+            return write_shapes(self.session, params["out"])
+        raise ProtocolError(f"unknown long job {job.cmd!r}")
+
+    def _run_job(self, job: Job, params: dict[str, Any]) -> None:
+        """Iterate the job, one progress event per Progress; end with result or error."""
+        t0 = time.monotonic()
+        last = None
+        count = 0
+        stopped_early = False
+        try:
+            steps = self._job_steps(job, params)
+            if isinstance(steps, Iterator):
+                try:
+                    for progress in steps:
+                        count += 1
+                        last = progress
+                        if not self.channel.send(job.req, "progress", progress_data(progress)):
+                            job.cancel.set()  # the client has gone: stop at the next frame
+                        if job.cancel.is_set():
+                            # An engine that polls should_stop stops before its next frame;
+                            # one that does not (or a second frame after the cancel) is
+                            # closed here, between frames, all the same.
+                            if not job.polls_stop or job.seen_cancel:
+                                stopped_early = True
+                                break
+                            job.seen_cancel = True
+                finally:
+                    steps.close()
+                result: dict[str, Any] = {}
+            else:
+                result = steps if isinstance(steps, dict) else {"value": steps}
+            done = int(getattr(last, "done", count)) if last is not None else 0
+            total = int(getattr(last, "total", count)) if last is not None else 0
+            if job.cancel.is_set() and (stopped_early or done < total):
+                raise Cancelled(f"{job.cmd} cancelled after {done} of {total} frames; finished frames are kept")
+            result = {"cmd": job.cmd, "done": done, "total": total, "progress_events": count,
+                      "seconds": round(time.monotonic() - t0, 3), **result}
+            LOG.info("%s (request %d) finished: %d/%d in %.1fs", job.cmd, job.req, done, total,
+                     time.monotonic() - t0)
+            self.channel.send(job.req, "result", result)
+        except TamError as exc:
+            LOG.info("%s (request %d) ended: %s", job.cmd, job.req, exc)
+            self.channel.send(job.req, "error", {"message": str(exc), "error": type(exc).__name__,
+                                                 "done": int(getattr(last, "done", 0) or 0)})
+        except Exception as exc:  # noqa: BLE001 - reported with its traceback
+            self._report_crash(job.req, job.cmd, exc)
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Command line of the worker (given by the client; see the module docstring)."""
+    ap = argparse.ArgumentParser(prog="launch.py worker", description="Track Anything background worker")
+    ap.add_argument("--events-fd", type=int, default=None, help="POSIX: write events to this inherited fd")
+    ap.add_argument("--events-handle", type=int, default=None, help="Windows: write events to this handle")
+    ap.add_argument("--log", default=None, help="append the worker log and tracebacks to this file")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Set up the channels, then serve requests until shutdown; the exit status."""
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    requests, events = open_channels(args.events_fd, args.events_handle)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [worker] %(message)s"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False
+    worker = Worker(EventChannel(events), log_path=args.log)
+    try:
+        return worker.serve(requests)
+    except KeyboardInterrupt:
+        worker._finish()
+        return 130
