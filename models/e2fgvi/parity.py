@@ -1,0 +1,95 @@
+"""Parity runner: our E2FGVI-HQ on a fixture's inputs, arrays named like the golden `expected.npz`.
+
+Reads only ``inputs.npz`` and ``config.json`` of the fixture folder (never the expected
+outputs) and runs with the synthetic-v1 weights on CPU in float32.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .network import build_generator
+from .procedure import dilate_mask, run_procedure
+
+
+def fixture_masks(inputs: dict[str, np.ndarray], config: dict) -> np.ndarray:
+    """The dilated 0/1 masks the procedure uses: computed from `masks` when given, else `masks_dilated`."""
+    if "masks" in inputs:
+        dil = config.get("mask_dilation", {})
+        if dil.get("kernel", "3x3 cross") != "3x3 cross":
+            raise ValueError(f"unsupported mask dilation kernel {dil.get('kernel')!r}")
+        iters = int(dil.get("iterations", 4))
+        return np.stack([dilate_mask(m, iters) for m in inputs["masks"]])
+    return (inputs["masks_dilated"] > 0).astype(np.uint8)
+
+
+def run(fixture_dir: Path) -> dict[str, np.ndarray]:
+    """Run the direct forward call (window 0, with intermediates) and the full procedure."""
+    fixture_dir = Path(fixture_dir)
+    config = json.loads((fixture_dir / "config.json").read_text())
+    with np.load(fixture_dir / "inputs.npz") as data:
+        inputs = {k: data[k] for k in data.files}
+    weights = config.get("weights", "synthetic-v1")
+    if weights != "synthetic-v1":
+        raise ValueError(f"fixture asks for weights {weights!r}; only synthetic-v1 is reproducible here")
+    frames = inputs["frames"]
+    masks = fixture_masks(inputs, config)
+    stride = int(config.get("neighbor_stride", 5))
+    ref_length = int(config.get("ref_length", 10))
+    num_ref = int(config.get("num_ref", -1))
+
+    model, _ = build_generator("synthetic")
+    captured: dict[str, torch.Tensor] = {}
+
+    def grab(name: str, fn):
+        def hook(_module, _args, output):
+            captured[name] = fn(output).detach().clone()
+        return hook
+
+    hooks = [
+        model.encoder.register_forward_hook(grab("encoder", lambda o: o[:, :8])),
+        model.feat_prop_module.register_forward_hook(grab("featprop", lambda o: o[0, :, :8])),
+        model.transformer[0].register_forward_hook(grab("transformer0", lambda o: o[..., :8])),
+        model.transformer[7].register_forward_hook(grab("transformer7", lambda o: o[..., :8])),
+        model.sc.register_forward_hook(grab("softcomp", lambda o: o[:, :8])),
+    ]
+    direct: dict[str, np.ndarray] = {}
+
+    def model_fn(x: torch.Tensor, num_local: int) -> torch.Tensor:
+        pred, (flows_0, flows_1) = model(x, num_local)
+        if hooks:  # first window = the direct call: keep its outputs, then stop capturing
+            for h in hooks:
+                h.remove()
+            hooks.clear()
+            direct["direct_masked_frames"] = x.numpy().copy()
+            direct["direct_num_local_frames"] = np.array(num_local, dtype=np.int64)
+            direct["direct_pred_imgs"] = pred.numpy().copy()
+            direct["direct_pred_flows_0"] = flows_0.numpy().copy()
+            direct["direct_pred_flows_1"] = flows_1.numpy().copy()
+            for name, t in captured.items():
+                direct[f"direct_dbg_{name}_c0_8"] = t.numpy()
+        return pred
+
+    with torch.no_grad():
+        res = run_procedure(model_fn, frames, masks, stride, ref_length, num_ref)
+    out: dict[str, np.ndarray] = dict(direct)
+    w0 = res.windows[0]
+    out["direct_neighbor_ids"] = np.array(w0.neighbor_ids, dtype=np.int64)
+    out["direct_ref_ids"] = np.array(w0.ref_ids, dtype=np.int64)
+    out["proc_neighbor_stride"] = np.array(stride, dtype=np.int64)
+    out["proc_ref_length"] = np.array(ref_length, dtype=np.int64)
+    out["proc_num_ref"] = np.array(num_ref, dtype=np.int64)
+    out["proc_num_windows"] = np.array(len(res.windows), dtype=np.int64)
+    for k, win in enumerate(res.windows):
+        out[f"win{k}_f"] = np.array(win.f, dtype=np.int64)
+        out[f"win{k}_neighbor_ids"] = np.array(win.neighbor_ids, dtype=np.int64)
+        out[f"win{k}_ref_ids"] = np.array(win.ref_ids, dtype=np.int64)
+        sel = [win.pred255[i][masks[idx] == 1] for i, idx in enumerate(win.neighbor_ids)]
+        out[f"win{k}_pred255_masked"] = np.concatenate(sel, 0).astype(np.float32)
+    out["comp_float"] = res.comp_float
+    out["comp_u8"] = res.comp_u8
+    return out
