@@ -1,0 +1,195 @@
+"""Weight-free classic backend (OpenCV only): GrabCut clicks, optical-flow tracking, homography inpainting.
+
+It lets the whole product run and be tested where no checkpoint exists, and it is
+always labelled as what it is (`classic-*` names, ``synthetic = False``: no network).
+
+* ``ClassicSegmenter`` ("classic-grabcut"): box / clicks / coarse mask -> GrabCut.
+* ``ClassicPropagator`` ("classic-flow", in ``classic_track``): DIS optical flow warps the
+  previous mask; a colour model learned on the keyframes re-anchors it every frame.
+* ``ClassicInpainter`` ("classic-inpaint", in ``classic_inpaint``): fill holes from
+  neighbouring frames aligned by homography, Telea inpainting for the rest.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .classic_inpaint import ClassicInpainter
+from .classic_track import ClassicPropagator
+from .classic_util import (
+    bbox,
+    bhattacharyya,
+    clean_mask,
+    colour_index,
+    disk,
+    expand,
+    grabcut_refine,
+    histogram,
+    posterior_lut,
+)
+from .protocols import SegmentResult
+
+__all__ = ["ClassicInpainter", "ClassicPropagator", "ClassicSegmenter"]
+
+
+class ClassicSegmenter:
+    """Clicks / box / coarse mask -> mask with OpenCV GrabCut, run in a crop around the prompt."""
+
+    name = "classic-grabcut"
+    synthetic = False
+
+    def __init__(self, iterations: int = 5, click_radius: int | None = None) -> None:
+        """`iterations`: GrabCut rounds; `click_radius`: seed disk radius (default ~1% of the frame)."""
+        self.iterations = int(iterations)
+        self.click_radius = click_radius
+        self._frame: np.ndarray | None = None
+        self._idx: np.ndarray | None = None
+        self._key: str | None = None
+
+    def set_image(self, frame: np.ndarray, key: str | None = None) -> None:
+        """Keep the frame (and its quantised colours); nothing to embed for GrabCut."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError("ClassicSegmenter.set_image expects an RGB uint8 (H, W, 3) frame")
+        if key is not None and key == self._key and self._frame is not None and self._frame.shape == frame.shape:
+            return
+        self._frame = np.ascontiguousarray(frame)
+        self._idx = colour_index(self._frame)
+        self._key = key
+
+    def _prompt_mask(self, mask_prompt: np.ndarray, h: int, w: int) -> np.ndarray:
+        """A bool (H, W) mask from a bool mask or logits of any size (> 0 = inside)."""
+        m = np.asarray(mask_prompt)
+        if m.ndim == 3:
+            m = m[0]
+        m = m > 0 if m.dtype != bool else m
+        if m.shape != (h, w):
+            m = cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        return m
+
+    def predict(
+        self,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_prompt: np.ndarray | None = None,
+    ) -> SegmentResult:
+        """Segment the prompted object on the frame given to set_image; best mask first, with alternatives."""
+        if self._frame is None:
+            raise RuntimeError("ClassicSegmenter.predict called before set_image")
+        img, idx = self._frame, self._idx
+        h, w = img.shape[:2]
+        pts = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
+        lab = np.ones(len(pts), np.int32) if labels is None else np.asarray(labels, np.int32).reshape(-1)
+        if len(lab) != len(pts):
+            raise ValueError("points and labels differ in length")
+        pos, neg = pts[lab > 0], pts[lab <= 0]
+        prior = None if mask_prompt is None else self._prompt_mask(mask_prompt, h, w)
+        if prior is not None and not prior.any():
+            prior = None
+        if box is None and len(pos) == 0 and prior is None:
+            empty = np.zeros((h, w), bool)
+            return SegmentResult(mask=empty, score=0.0)
+        r = self.click_radius or max(2, int(round(0.01 * min(h, w))))
+
+        # region of interest and the probable-foreground region
+        gc = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+        if box is not None:
+            b = np.asarray(box, np.float64).reshape(4)
+            bx0, bx1 = sorted((b[0], b[2]))
+            by0, by1 = sorted((b[1], b[3]))
+            size = max(bx1 - bx0, by1 - by0)
+            roi = expand((bx0, by0, bx1, by1), max(10.0, 0.3 * size), w, h)
+            gc[:] = cv2.GC_BGD
+            ix0, iy0 = max(0, int(np.floor(bx0))), max(0, int(np.floor(by0)))
+            ix1, iy1 = min(w, int(np.ceil(bx1))), min(h, int(np.ceil(by1)))
+            gc[iy0:iy1, ix0:ix1] = cv2.GC_PR_FGD
+            if prior is not None:
+                inside = np.zeros((h, w), bool)
+                inside[iy0:iy1, ix0:ix1] = True
+                gc[inside & ~prior] = cv2.GC_PR_BGD
+        elif prior is not None:
+            pb = bbox(prior)
+            size = max(pb[2] - pb[0], pb[3] - pb[1])
+            roi = expand(pb, max(10.0, 0.3 * size), w, h)
+            gc[:] = cv2.GC_BGD
+            band = cv2.dilate(prior.astype(np.uint8), disk(max(3, int(0.15 * size)))).astype(bool)
+            gc[band] = cv2.GC_PR_BGD
+            gc[prior] = cv2.GC_PR_FGD
+        else:
+            gc[:] = cv2.GC_BGD
+            grow = self._grow_from_clicks(idx, pos, neg, r)
+            pb = bbox(grow)
+            size = max(pb[2] - pb[0], pb[3] - pb[1])
+            roi = expand(pb, max(12.0, 0.5 * size), w, h)
+            gc[roi[1]:roi[3], roi[0]:roi[2]] = cv2.GC_PR_BGD
+            gc[grow] = cv2.GC_PR_FGD
+        for (x, y) in pos:
+            cv2.circle(gc, (int(round(x)), int(round(y))), r, int(cv2.GC_FGD), -1)
+        for (x, y) in neg:
+            cv2.circle(gc, (int(round(x)), int(round(y))), r, int(cv2.GC_BGD), -1)
+
+        x0, y0, x1, y1 = roi
+        sub = gc[y0:y1, x0:x1]
+        init = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
+        cut = grabcut_refine(img[y0:y1, x0:x1], sub, self.iterations)
+        keep = np.zeros_like(cut)
+        for (x, y) in pos:
+            xi, yi = int(round(x)) - x0, int(round(y)) - y0
+            if 0 <= xi < keep.shape[1] and 0 <= yi < keep.shape[0]:
+                keep[yi, xi] = True
+        cleaned = clean_mask(cut, keep=keep)
+
+        cands, scores = [], []
+        for m in (cleaned, cut, init):
+            full = np.zeros((h, w), bool)
+            full[y0:y1, x0:x1] = m
+            if any(np.array_equal(full, c) for c in cands):
+                continue
+            cands.append(full)
+            scores.append(self._score(idx, full, roi, pos, neg))
+        order = np.argsort(scores, kind="stable")[::-1]
+        cands = [cands[i] for i in order]
+        scores = [scores[i] for i in order]
+        return SegmentResult(mask=cands[0], score=scores[0], alternatives=cands[1:], alternative_scores=scores[1:])
+
+    def _grow_from_clicks(self, idx: np.ndarray, pos: np.ndarray, neg: np.ndarray, r: int) -> np.ndarray:
+        """Probable foreground around positive clicks: colour-similar pixels connected to a click."""
+        h, w = idx.shape
+        reach = int(max(20, 0.15 * min(h, w)))
+        seeds = np.zeros((h, w), bool)
+        for (x, y) in pos:
+            cv2.circle(seeds.view(np.uint8), (int(round(x)), int(round(y))), max(r, 5), 1, -1)
+        near = cv2.dilate(seeds.view(np.uint8), disk(reach)).astype(bool)
+        fg = histogram(idx, seeds)
+        ring = near & ~cv2.dilate(seeds.view(np.uint8), disk(max(r, 5) + 2)).astype(bool)
+        if neg.size:
+            negm = np.zeros((h, w), np.uint8)
+            for (x, y) in neg:
+                cv2.circle(negm, (int(round(x)), int(round(y))), max(r, 5), 1, -1)
+            ring |= negm.astype(bool)
+        bg = histogram(idx, ring) if ring.any() else np.full_like(fg, 1.0 / fg.size)
+        post = posterior_lut(fg, 0.5 * bg + 0.5 / fg.size)[idx]
+        similar = (post > 0.6) & near
+        similar = cv2.morphologyEx(similar.astype(np.uint8), cv2.MORPH_OPEN, disk(1)).astype(bool) | seeds
+        n, lab = cv2.connectedComponents(similar.astype(np.uint8), connectivity=8)
+        hit = np.unique(lab[seeds])
+        return np.isin(lab, hit[hit > 0])
+
+    @staticmethod
+    def _score(idx: np.ndarray, mask: np.ndarray, roi: tuple[int, int, int, int], pos: np.ndarray,
+               neg: np.ndarray) -> float:
+        """0..1 quality: colour separation between the mask and the rest of the crop, minus broken clicks."""
+        x0, y0, x1, y1 = roi
+        m = mask[y0:y1, x0:x1]
+        if m.sum() < 3 or (~m).sum() < 3:
+            return 0.0
+        sub = idx[y0:y1, x0:x1]
+        sep = 1.0 - bhattacharyya(histogram(sub, m), histogram(sub, ~m))
+        bad = 0
+        for (x, y) in pos:
+            bad += not mask[min(max(int(round(y)), 0), mask.shape[0] - 1), min(max(int(round(x)), 0), mask.shape[1] - 1)]
+        for (x, y) in neg:
+            bad += bool(mask[min(max(int(round(y)), 0), mask.shape[0] - 1), min(max(int(round(x)), 0), mask.shape[1] - 1)])
+        total = max(len(pos) + len(neg), 1)
+        return float(np.clip(sep * (1.0 - bad / total), 0.0, 1.0))

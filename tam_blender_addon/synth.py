@@ -1,0 +1,423 @@
+"""Deterministic synthetic clips with exact ground truth, for tests, benchmarks and `tam eval`.
+
+A clip is a textured background seen by a slowly panning camera, with textured objects
+moving over it along piecewise-linear paths (position and scale keyframes). Objects are
+drawn far to near, so the label map is occlusion-correct by construction: a pixel holds
+the id of the nearest object whose analytic shape covers the pixel centre. Everything is
+drawn from a seed (``numpy.random.Generator``) and rendered on demand, one frame at a
+time, so memory does not grow with clip length.
+
+Presets (``preset_spec``): ``demo``, ``small_object_pan``, ``occlusion``, ``leave_reenter``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+TEXTURES = ("noise", "stripes", "blobs")
+SHAPES = ("ellipse", "rect", "blob")
+PRESETS = ("demo", "small_object_pan", "occlusion", "leave_reenter")
+
+
+@dataclass
+class ObjectSpec:
+    """One object: id, base size, path keyframes (frame, cx, cy, scale), look, depth."""
+
+    obj_id: int
+    size: tuple[float, float]  # width, height in pixels at scale 1
+    path: list[tuple[float, float, float, float]]  # (frame, centre x, centre y, scale), sorted by frame
+    shape: str = "ellipse"
+    texture: str = "noise"
+    hue: float = 0.0  # 0..1, the object's palette hue
+    depth: int = 0  # larger = nearer the camera (drawn on top)
+
+
+@dataclass
+class ClipSpec:
+    """Everything that determines a clip; the same spec always renders the same pixels."""
+
+    name: str = "custom"
+    width: int = 320
+    height: int = 240
+    num_frames: int = 48
+    fps: float = 24.0
+    seed: int = 0
+    background: str = "noise"
+    background_hue: float = 0.0
+    pan: tuple[float, float] = (0.5, 0.0)  # camera motion in px/frame (the background moves by -pan)
+    objects: list[ObjectSpec] = field(default_factory=list)
+    noise: float = 1.5  # sensor noise sigma (grey levels), fresh every frame; 0 = none
+    antialias: bool = True  # blend object edges by pixel coverage (labels still test the pixel centre)
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    """One HSV colour (all 0..1) as float RGB 0..255."""
+    hsv = np.array([[[h % 1.0 * 180.0, s * 255.0, v * 255.0]]], np.float32)
+    hsv8 = np.clip(hsv, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(hsv8, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarray:
+    """Band-limited noise in 0..1: random values on a coarse grid, cubic-upsampled."""
+    gh, gw = max(2, int(np.ceil(h / scale)) + 2), max(2, int(np.ceil(w / scale)) + 2)
+    coarse = rng.random((gh, gw)).astype(np.float32)
+    up = cv2.resize(coarse, (int(round(gw * scale)), int(round(gh * scale))), interpolation=cv2.INTER_CUBIC)
+    up = up[:h, :w]
+    lo, hi = float(up.min()), float(up.max())
+    return (up - lo) / max(hi - lo, 1e-6)
+
+
+def _texture_field(rng: np.random.Generator, kind: str, h: int, w: int, feature: float) -> np.ndarray:
+    """A 0..1 texture field of the given kind; `feature` is its typical detail size in px."""
+    if kind == "noise":
+        f = 0.6 * _smooth_noise(rng, h, w, feature * 2.0) + 0.4 * _smooth_noise(rng, h, w, feature * 0.5)
+    elif kind == "stripes":
+        theta = rng.uniform(0, np.pi)
+        period = feature * rng.uniform(1.2, 2.0)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        wobble = 0.5 * period * _smooth_noise(rng, h, w, feature * 4.0)
+        f = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta) + wobble) / period)
+        f = 0.85 * f + 0.15 * _smooth_noise(rng, h, w, feature * 0.5)
+    elif kind == "blobs":
+        base = _smooth_noise(rng, h, w, feature * 1.5)
+        f = 1.0 / (1.0 + np.exp(-(base - 0.5) * 12.0))
+        f = 0.8 * f + 0.2 * _smooth_noise(rng, h, w, feature * 0.4)
+    else:
+        raise ValueError(f"unknown texture {kind!r}; known: {', '.join(TEXTURES)}")
+    lo, hi = float(f.min()), float(f.max())
+    return ((f - lo) / max(hi - lo, 1e-6)).astype(np.float32)
+
+
+def _colourise(t: np.ndarray, hue: float, rng: np.random.Generator, sat: tuple[float, float],
+               val: tuple[float, float]) -> np.ndarray:
+    """Map a 0..1 field to RGB between two colours of nearby hues (a palette around `hue`)."""
+    c0 = _hsv_to_rgb(hue + rng.uniform(-0.03, 0.03), rng.uniform(*sat), val[0])
+    c1 = _hsv_to_rgb(hue + rng.uniform(-0.03, 0.03), rng.uniform(*sat), val[1])
+    return c0[None, None, :] * (1.0 - t[..., None]) + c1[None, None, :] * t[..., None]
+
+
+def _shape_value(shape: str, u: np.ndarray, v: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Normalised shape function: the object covers (u, v) in [-1, 1]^2 where the value is <= 1."""
+    if shape == "ellipse":
+        return u * u + v * v
+    if shape == "rect":
+        p = 6.0
+        return np.abs(u) ** p + np.abs(v) ** p
+    if shape == "blob":
+        r = np.sqrt(u * u + v * v)
+        th = np.arctan2(v, u)
+        return r / _blob_radius(th, params)
+    raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+
+
+def _blob_radius(th: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Blob outline radius at angles `th`, scaled so its widest extent along x and y is 1."""
+    amps, phases = params[:3], params[3:6]
+    rad = 1.0 + sum(a * np.cos((k + 2) * th + ph) for k, (a, ph) in enumerate(zip(amps, phases, strict=True)))
+    return rad / params[6]
+
+
+def _blob_params(rng: np.random.Generator) -> np.ndarray:
+    """Random blob harmonics plus the normaliser that makes the blob span [-1, 1] on both axes."""
+    p = np.concatenate([rng.uniform(0.06, 0.16, 3), rng.uniform(0, 2 * np.pi, 3), [1.0]])
+    th = np.linspace(0, 2 * np.pi, 2048, endpoint=False)
+    r = _blob_radius(th, p)
+    p[6] = max(float(np.abs(r * np.cos(th)).max()), float(np.abs(r * np.sin(th)).max()))
+    return p
+
+
+class _Obj:
+    """An object ready to render: its texture image and shape parameters."""
+
+    def __init__(self, spec: ObjectSpec, rng: np.random.Generator) -> None:
+        self.spec = spec
+        path = sorted(spec.path, key=lambda k: k[0])
+        self.keys = np.array(path, np.float64)
+        max_scale = float(self.keys[:, 3].max())
+        side = int(np.ceil(max(spec.size) * max_scale)) + 8
+        self.side = max(side, 16)
+        feature = max(3.0, min(spec.size) / 5.0) * max_scale
+        t = _texture_field(rng, spec.texture, self.side, self.side, feature)
+        self.texture = _colourise(t, spec.hue, rng, (0.55, 0.95), (0.35, 0.95)).astype(np.float32)
+        self.params = _blob_params(rng)
+
+    def state(self, i: int) -> tuple[float, float, float]:
+        """Centre x, centre y and scale at frame i (linear between keyframes, held outside)."""
+        k = self.keys
+        return (float(np.interp(i, k[:, 0], k[:, 1])), float(np.interp(i, k[:, 0], k[:, 2])),
+                float(np.interp(i, k[:, 0], k[:, 3])))
+
+    def raster(self, i: int, width: int, height: int, antialias: bool = True):
+        """(y0, x0, centre-covered mask, coverage 0..1, RGB float patch) at frame i, or None if off-frame."""
+        cx, cy, s = self.state(i)
+        hw, hh = self.spec.size[0] * s / 2.0, self.spec.size[1] * s / 2.0
+        x0, x1 = max(0, int(np.floor(cx - hw))), min(width - 1, int(np.ceil(cx + hw)))
+        y0, y1 = max(0, int(np.floor(cy - hh))), min(height - 1, int(np.ceil(cy + hh)))
+        if x1 < x0 or y1 < y0 or hw <= 0 or hh <= 0:
+            return None
+        yy, xx = np.mgrid[y0:y1 + 1, x0:x1 + 1].astype(np.float32)
+        u = (xx - cx) / hw
+        v = (yy - cy) / hh
+        inside = _shape_value(self.spec.shape, u, v, self.params) <= 1.0
+        if antialias:
+            cover = np.zeros(inside.shape, np.float32)
+            offs = (-1.0 / 3.0, 0.0, 1.0 / 3.0)
+            for oy in offs:
+                for ox in offs:
+                    cover += _shape_value(self.spec.shape, u + ox / hw, v + oy / hh, self.params) <= 1.0
+            cover /= 9.0
+        else:
+            cover = inside.astype(np.float32)
+        if not cover.any():
+            return None
+        mx = ((u + 1.0) * 0.5 * (self.side - 1)).astype(np.float32)
+        my = ((v + 1.0) * 0.5 * (self.side - 1)).astype(np.float32)
+        rgb = cv2.remap(self.texture, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return y0, x0, inside, cover, rgb
+
+
+class Clip:
+    """A rendered-on-demand clip: frames (RGB uint8), label maps (uint8) and clean backgrounds."""
+
+    def __init__(self, spec: ClipSpec) -> None:
+        if spec.width < 8 or spec.height < 8 or spec.num_frames < 1:
+            raise ValueError("a clip needs at least 8x8 pixels and one frame")
+        ids = [o.obj_id for o in spec.objects]
+        if len(set(ids)) != len(ids) or any(not 1 <= i <= 255 for i in ids):
+            raise ValueError("object ids must be distinct and in 1..255")
+        self.spec = spec
+        self.width, self.height, self.num_frames, self.fps = spec.width, spec.height, spec.num_frames, spec.fps
+        self.obj_ids = sorted(ids)
+        rng = np.random.default_rng(spec.seed)
+        n = spec.num_frames - 1
+        px, py = float(spec.pan[0]), float(spec.pan[1])
+        margin = 4
+        cw = spec.width + int(np.ceil(abs(px) * n)) + 2 * margin
+        ch = spec.height + int(np.ceil(abs(py) * n)) + 2 * margin
+        self._origin = (margin + (abs(px) * n if px < 0 else 0.0), margin + (abs(py) * n if py < 0 else 0.0))
+        feature = max(4.0, min(spec.width, spec.height) / 24.0)
+        t = _texture_field(rng, spec.background, ch, cw, feature)
+        self._canvas = _colourise(t, spec.background_hue, rng, (0.25, 0.6), (0.25, 0.8)).astype(np.float32)
+        order = sorted(spec.objects, key=lambda o: (o.depth, o.obj_id))
+        self._objs = [_Obj(o, rng) for o in order]
+
+    def __len__(self) -> int:
+        """Number of frames."""
+        return self.num_frames
+
+    def _check(self, i: int) -> int:
+        """Validate a frame index."""
+        if not 0 <= int(i) < self.num_frames:
+            raise IndexError(f"frame {i} outside 0..{self.num_frames - 1}")
+        return int(i)
+
+    def camera(self, i: int) -> tuple[float, float]:
+        """Camera offset (x, y) in background-canvas pixels at frame i."""
+        return (self._origin[0] + self.spec.pan[0] * i, self._origin[1] + self.spec.pan[1] * i)
+
+    def _background_f(self, i: int) -> np.ndarray:
+        """The background seen at frame i as float RGB (sub-pixel pan, bilinear)."""
+        tx, ty = self.camera(i)
+        m = np.array([[1.0, 0.0, tx], [0.0, 1.0, ty]], np.float64)
+        return cv2.warpAffine(self._canvas, m, (self.width, self.height),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+
+    def background(self, i: int) -> np.ndarray:
+        """Frame i with no objects: the ground truth an inpainter should recover."""
+        return np.clip(self._background_f(self._check(i)) + 0.5, 0, 255).astype(np.uint8)
+
+    def render(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB uint8 frame, uint8 label map) of frame i; far objects first, so labels are occlusion-correct."""
+        i = self._check(i)
+        img = self._background_f(i)
+        labels = np.zeros((self.height, self.width), np.uint8)
+        for obj in self._objs:
+            r = obj.raster(i, self.width, self.height, self.spec.antialias)
+            if r is None:
+                continue
+            y0, x0, inside, cover, rgb = r
+            h, w = inside.shape
+            sub = img[y0:y0 + h, x0:x0 + w]
+            sub += (rgb - sub) * cover[..., None]
+            labels[y0:y0 + h, x0:x0 + w][inside] = obj.spec.obj_id
+        if self.spec.noise > 0:
+            img += np.random.default_rng([self.spec.seed, 7919, i]).normal(0.0, self.spec.noise, img.shape)
+        return np.clip(img + 0.5, 0, 255).astype(np.uint8), labels
+
+    def get(self, i: int) -> np.ndarray:
+        """RGB uint8 frame i."""
+        return self.render(i)[0]
+
+    def labels(self, i: int) -> np.ndarray:
+        """Ground-truth uint8 label map of frame i (0 = background)."""
+        return self.render(i)[1]
+
+    def mask(self, i: int, obj_id: int) -> np.ndarray:
+        """Ground-truth bool mask of one object at frame i (visible pixels only)."""
+        return self.labels(i) == obj_id
+
+    def box(self, i: int, obj_id: int) -> np.ndarray | None:
+        """Tight float box (x0, y0, x1, y1) around the visible object at frame i, or None if unseen."""
+        ys, xs = np.nonzero(self.mask(i, obj_id))
+        if xs.size == 0:
+            return None
+        return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """All frames in order, one at a time."""
+        for i in range(self.num_frames):
+            yield self.get(i)
+
+    def items(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(index, frame, label map) for every frame in order, one at a time."""
+        for i in range(self.num_frames):
+            f, lab = self.render(i)
+            yield i, f, lab
+
+
+def make_clip(spec: ClipSpec | str, seed: int = 0) -> Clip:
+    """Build the clip for `spec` (a ClipSpec, or a preset name drawn with `seed`)."""
+    if isinstance(spec, str):
+        spec = preset_spec(spec, seed=seed)
+    return Clip(spec)
+
+
+def _hues(rng: np.random.Generator, k: int) -> tuple[float, list[float]]:
+    """A background hue and k object hues spread away from it (so objects stand out)."""
+    bg = float(rng.random())
+    if k == 1:
+        return bg, [float((bg + rng.uniform(0.3, 0.7)) % 1.0)]
+    start = rng.uniform(0.22, 0.3)
+    span = 1.0 - 2 * start
+    return bg, [float((bg + start + span * j / (k - 1)) % 1.0) for j in range(k)]
+
+
+def _unit(rng: np.random.Generator) -> tuple[float, float]:
+    """A random unit direction."""
+    a = rng.uniform(0, 2 * np.pi)
+    return float(np.cos(a)), float(np.sin(a))
+
+
+def preset_spec(name: str, seed: int = 0, **overrides) -> ClipSpec:
+    """The ClipSpec of a named preset; `seed` varies textures, colours, speeds and directions."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    rng = np.random.default_rng([seed, PRESETS.index(name)])
+    w, h = 320, 240
+
+    def tex() -> str:
+        return str(rng.choice(TEXTURES))
+
+    def shp() -> str:
+        return str(rng.choice(SHAPES))
+
+    pdx, pdy = _unit(rng)
+    if name == "small_object_pan":
+        n = 60
+        bg, (hue,) = _hues(rng, 1)
+        speed = rng.uniform(0.3, 0.8)
+        pan = (pdx * speed, pdy * speed)
+        grow = rng.uniform(1.4, 2.0)
+        dx, dy = _unit(rng)
+        v = rng.uniform(0.6, 1.6)
+        travel = np.array([dx, dy]) * v * (n - 1)
+        half = 34 * grow / 2 + 6
+        lo = np.array([half, half]) + np.maximum(-travel, 0)
+        hi = np.array([w - half, h - half]) - np.maximum(travel, 0)
+        hi = np.maximum(hi, lo + 1)
+        c0 = rng.uniform(lo, hi)
+        c1 = c0 + travel
+        objects = [ObjectSpec(1, (33.0, 34.0), [(0, c0[0], c0[1], 1.0), (n - 1, c1[0], c1[1], grow)],
+                              shape=str(rng.choice(["ellipse", "rect", "blob"])), texture=tex(), hue=hue)]
+    elif name == "demo":
+        n = 48
+        bg, hues = _hues(rng, 3)
+        speed = rng.uniform(0.3, 0.7)
+        pan = (pdx * speed, pdy * speed)
+        s = rng.choice([-1.0, 1.0])
+        objects = [
+            ObjectSpec(1, (56.0, 44.0), [(0, 160 - s * 100, 70, 1.0), (n - 1, 160 + s * 100, 90, 1.1)],
+                       shape=shp(), texture=tex(), hue=hues[0], depth=1),
+            ObjectSpec(2, (40.0, 52.0), [(0, 90, 170, 0.8), (n - 1, 120, 160, 1.4)],
+                       shape=shp(), texture=tex(), hue=hues[1], depth=0),
+            ObjectSpec(3, (30.0, 30.0), [(0, 250, 190, 1.0), (n // 2, 220, 150, 1.0), (n - 1, 260, 110, 0.8)],
+                       shape=shp(), texture=tex(), hue=hues[2], depth=2),
+        ]
+    elif name == "occlusion":
+        n = 48
+        bg, hues = _hues(rng, 2)
+        speed = rng.uniform(0.2, 0.6)
+        pan = (pdx * speed, pdy * speed)
+        s = rng.choice([-1.0, 1.0])
+        mid = (n - 1) / 2
+        cy = rng.uniform(100, 140)
+        # the back object drifts slowly; the front one crosses it, covering about a third at mid-clip
+        back = ObjectSpec(1, (64.0, 60.0), [(0, 160 - s * 20, cy, 1.0), (n - 1, 160 + s * 20, cy + 10, 1.15)],
+                          shape=shp(), texture=tex(), hue=hues[0], depth=0)
+        off = rng.uniform(26, 32) * rng.choice([-1.0, 1.0])
+        front = ObjectSpec(2, (44.0, 48.0),
+                           [(0, 160 - s * 130, cy + off + 25), (mid, 160, cy + off), (n - 1, 160 + s * 130, cy + off - 25)],
+                           shape=shp(), texture=tex(), hue=hues[1], depth=1)
+        front.path = [(f, x, y, 1.0) for f, x, y in front.path]
+        objects = [back, front]
+    else:  # leave_reenter
+        n = 60
+        bg, hues = _hues(rng, 2)
+        speed = rng.uniform(0.2, 0.6)
+        pan = (pdx * speed, pdy * speed)
+        s = rng.choice([-1.0, 1.0])
+        edge = w + 40 if s > 0 else -40
+        y = rng.uniform(80, 120)
+        objects = [
+            ObjectSpec(1, (40.0, 40.0), [(0, 160, y, 1.0), (20, edge, y + 10, 1.0), (32, edge, y + 20, 1.0),
+                                         (n - 1, 160 + s * 60, y + 30, 1.1)],
+                       shape=shp(), texture=tex(), hue=hues[0], depth=1),
+            ObjectSpec(2, (48.0, 40.0), [(0, 160 - s * 90, 190, 1.0), (n - 1, 160 - s * 60, 180, 1.2)],
+                       shape=shp(), texture=tex(), hue=hues[1], depth=0),
+        ]
+    spec = ClipSpec(name=name, width=w, height=h, num_frames=n, fps=24.0, seed=seed, background=tex(),
+                    background_hue=bg, pan=pan, objects=objects)
+    return replace(spec, **overrides) if overrides else spec
+
+
+def write_clip(clip: Clip, out_dir: str | Path, video: bool = True, images: bool = False,
+               crf: int = 12) -> dict[str, Path]:
+    """Write the clip (clip.mp4 and/or frames/00000.png...) and gt/<obj_id>/<frame:05d>.png (0/255) masks."""
+    if not (video or images):
+        raise ValueError("write_clip needs video=True or images=True")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {"gt": out / "gt", "spec": out / "clip.json"}
+    for oid in clip.obj_ids:
+        (out / "gt" / str(oid)).mkdir(parents=True, exist_ok=True)
+    writer = None
+    if video:
+        import imageio_ffmpeg
+
+        paths["video"] = out / "clip.mp4"
+        writer = imageio_ffmpeg.write_frames(
+            str(paths["video"]), (clip.width, clip.height), fps=clip.fps, codec="libx264", pix_fmt_out="yuv420p",
+            quality=None, macro_block_size=2, output_params=["-crf", str(int(crf)), "-preset", "medium"])
+        writer.send(None)
+    if images:
+        paths["frames"] = out / "frames"
+        paths["frames"].mkdir(exist_ok=True)
+    try:
+        for i, frame, labels in clip.items():
+            if writer is not None:
+                writer.send(np.ascontiguousarray(frame))
+            if images:
+                cv2.imwrite(str(paths["frames"] / f"{i:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            for oid in clip.obj_ids:
+                cv2.imwrite(str(out / "gt" / str(oid) / f"{i:05d}.png"), np.where(labels == oid, 255, 0).astype(np.uint8))
+    finally:
+        if writer is not None:
+            writer.close()
+    paths["spec"].write_text(json.dumps(asdict(clip.spec), indent=1))
+    return paths
