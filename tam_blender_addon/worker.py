@@ -5,8 +5,9 @@ Started as ``python tam_blender_addon/launch.py worker [--events-fd N | --events
 dedicated events channel (see `protocol`); stdout is pointed at stderr before anything
 else is imported, so nothing a library prints can corrupt a message.
 
-Short commands (hello, open_session, embed, segment, cancel, shutdown) are answered on the
-main thread. Long jobs (track, refine, inpaint, export, shapes) run one at a time in a
+Short commands (hello, create_session, open_session, close_session, object and prompt edits, embed,
+segment, cancel, shutdown) are answered on the main thread; the worker is the session's
+single writer, so object and prompt edits go through it as well. Long jobs (track, refine, inpaint, export, shapes) run one at a time in a
 job thread that iterates the engine's generator and sends one progress event per
 `Progress`; `cancel` sets the flag the engine polls through ``should_stop``, so a job
 stops between frames and every finished frame stays on disk.
@@ -137,6 +138,10 @@ _OPT_INT: Check = ("an integer or null", lambda v: v is None or _INT[1](v))
 _STR: Check = ("a string", lambda v: isinstance(v, str))
 _OPT_STR: Check = ("a string or null", lambda v: v is None or isinstance(v, str))
 _OPT_BOOL: Check = ("true, false or null", lambda v: v is None or isinstance(v, bool))
+_NUM: Check = ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool))
+_BOOL: Check = ("true or false", lambda v: isinstance(v, bool))
+_OPT_RGB: Check = ("three numbers or null", lambda v: v is None or (isinstance(v, list) and len(v) == 3
+                                                                   and all(_NUM[1](c) for c in v)))
 _INT_LIST: Check = ("a list of integers", lambda v: isinstance(v, list) and all(_INT[1](x) for x in v))
 _OPT_INT_LIST: Check = ("a list of integers or null", lambda v: v is None or _INT_LIST[1](v))
 
@@ -148,7 +153,22 @@ PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
         "weights": (_STR, False), "weights_dir": (_OPT_STR, False), "sam_model": (_STR, False),
         "refine": (_OPT_BOOL, False), "log": (_OPT_STR, False),
     },
+    "create_session": {
+        "path": (_STR, True), "source": (_STR, True), "scene_start": (_INT, False),
+        "source_start": (_INT, False), "length": (_OPT_INT, False),
+        "backend": (_OPT_STR, False), "device": (_STR, False),
+        "weights": (_STR, False), "weights_dir": (_OPT_STR, False), "sam_model": (_STR, False),
+        "refine": (_OPT_BOOL, False), "log": (_OPT_STR, False),
+    },
     "close_session": {},
+    "add_object": {"name": (_OPT_STR, False), "color": (_OPT_RGB, False), "obj_id": (_OPT_INT, False)},
+    "remove_object": {"obj": (_INT, True)},
+    "add_click": {"frame": (_INT, True), "obj": (_INT, True), "x": (_NUM, True), "y": (_NUM, True),
+                  "positive": (_BOOL, False)},
+    "add_box": {"frame": (_INT, True), "obj": (_INT, True), "x0": (_NUM, True), "y0": (_NUM, True),
+                "x1": (_NUM, True), "y1": (_NUM, True)},
+    "clear_prompts": {"frame": (_INT, True), "obj": (_OPT_INT, False)},
+    "undo_prompt": {"frame": (_INT, True), "obj": (_OPT_INT, False)},
     "embed": {"frame": (_INT, True)},
     "segment": {"frame": (_INT, True), "obj": (_OPT_INT, False)},
     "track": {"start": (_OPT_INT, False), "end": (_OPT_INT, False), "direction": (_STR, False)},
@@ -360,21 +380,41 @@ class Worker:
         return self.engine
 
     # ---------------------------------------------------------------- short commands
-    def cmd_hello(self, req: int) -> dict[str, Any]:
+    def cmd_hello(self, rid: int, /) -> dict[str, Any]:
         """Protocol version, worker version, Python, torch, CUDA and devices."""
         info = runtime_info()
         return {"protocol": PROTOCOL_VERSION, "worker": worker_version(), "pid": os.getpid(), **info}
 
-    def cmd_open_session(self, req: int, path: str, log: str | None = None, **options: Any) -> dict[str, Any]:
+    def cmd_open_session(self, rid: int, /, path: str, log: str | None = None, **options: Any) -> dict[str, Any]:
         """Open the session at `path` and build its engine (backend, device, weights...)."""
         self._refuse_if_busy("open_session")
         if log:
             self.set_log_file(log)
-        from .pipeline import Engine
         from .session import Session
 
         self._close_session()
-        session = Session.open(path)
+        return self._attach(Session.open(path), options)
+
+    def cmd_create_session(self, rid: int, /, path: str, source: str, log: str | None = None,
+                           **options: Any) -> dict[str, Any]:
+        """Probe the video / image sequence `source`, make a new session for it, open it."""
+        self._refuse_if_busy("create_session")
+        if log:
+            self.set_log_file(log)
+        from .frames import open_source
+        from .session import FrameMapping, Session
+
+        with open_source(source) as src:
+            info = src.info()
+        mapping = FrameMapping(**_given(options, "scene_start", "source_start", "length"))
+        self._close_session()
+        session = Session.create(path, info, mapping, backend=options.get("backend") or "classic")
+        return self._attach(session, options)
+
+    def _attach(self, session: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """Build the engine for a freshly opened session and describe both."""
+        from .pipeline import Engine
+
         try:
             engine = Engine(session, **_given(options, "backend", "device", "weights", "weights_dir",
                                               "sam_model", "refine"))
@@ -397,7 +437,7 @@ class Worker:
             "mask_frames": len(session.mask_frames()),
         }
 
-    def cmd_close_session(self, req: int) -> dict[str, Any]:
+    def cmd_close_session(self, rid: int, /) -> dict[str, Any]:
         """Release the open session (and its lock) without stopping the worker."""
         self._refuse_if_busy("close_session")
         was = str(self.session.path) if self.session is not None else None
@@ -418,7 +458,49 @@ class Worker:
             except Exception:  # noqa: BLE001
                 LOG.exception("closing the session failed")
 
-    def cmd_embed(self, req: int, frame: int) -> dict[str, Any]:
+    # The worker holds the session's writer lock, so edits of objects and prompts go
+    # through it too; the Blender side follows them with a read-only Session handle.
+    def _writable_session(self, cmd: str) -> Any:
+        self._refuse_if_busy(cmd)
+        self._need_engine(cmd)
+        return self.session
+
+    def cmd_add_object(self, rid: int, /, **params: Any) -> dict[str, Any]:
+        """Add an object (ids from 1 in order added); its id, name and colour."""
+        session = self._writable_session("add_object")
+        color = tuple(params["color"]) if params.get("color") is not None else None
+        info = session.add_object(params.get("name"), color, params.get("obj_id"))
+        return {"id": info.id, "name": info.name, "color": list(info.color)}
+
+    def cmd_remove_object(self, rid: int, /, obj: int) -> dict[str, Any]:
+        """Remove an object with its prompts and its pixels in every stored mask."""
+        self._writable_session("remove_object").remove_object(obj)
+        return {"removed": obj}
+
+    def cmd_add_click(self, rid: int, /, frame: int, obj: int, x: float, y: float,
+                      positive: bool = True) -> dict[str, Any]:
+        """Record a click (positive or negative) on a source frame."""
+        click = self._writable_session("add_click").add_click(frame, obj, x, y, positive)
+        return {"frame": click.frame, "obj": click.obj, "x": click.x, "y": click.y, "positive": click.positive}
+
+    def cmd_add_box(self, rid: int, /, frame: int, obj: int, x0: float, y0: float, x1: float,
+                    y1: float) -> dict[str, Any]:
+        """Record a box prompt on a source frame."""
+        box = self._writable_session("add_box").add_box(frame, obj, x0, y0, x1, y1)
+        return {"frame": box.frame, "obj": box.obj, "x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1}
+
+    def cmd_clear_prompts(self, rid: int, /, frame: int, obj: int | None = None) -> dict[str, Any]:
+        """Remove the prompts on `frame` (only `obj`'s if given)."""
+        session = self._writable_session("clear_prompts")
+        session.clear_prompts(frame, obj)
+        return {"frame": frame, "left": len(session.prompts(frame=frame))}
+
+    def cmd_undo_prompt(self, rid: int, /, frame: int, obj: int | None = None) -> dict[str, Any]:
+        """Remove the latest prompt on `frame`; says whether there was one."""
+        undone = self._writable_session("undo_prompt").undo_prompt(frame, obj)
+        return {"frame": frame, "undone": undone is not None}
+
+    def cmd_embed(self, rid: int, /, frame: int) -> dict[str, Any]:
         """Warm the segmenter's embedding of `frame` so the first click answers at once."""
         self._refuse_if_busy("embed")
         engine = self._need_engine("embed")
@@ -426,7 +508,7 @@ class Worker:
         engine.embed(frame)
         return {"frame": frame, "seconds": round(time.monotonic() - t0, 4)}
 
-    def cmd_segment(self, req: int, frame: int, obj: int | None = None) -> dict[str, Any]:
+    def cmd_segment(self, rid: int, /, frame: int, obj: int | None = None) -> dict[str, Any]:
         """Segment the prompts on `frame`; the mask is in the session, the answer says where."""
         self._refuse_if_busy("segment")
         engine = self._need_engine("segment")
@@ -438,9 +520,9 @@ class Worker:
                 "areas": {str(k): v for k, v in areas.items()}, "kind": rec.kind,
                 "seconds": round(time.monotonic() - t0, 4)}
 
-    def cmd_cancel(self, req: int, **params: Any) -> dict[str, Any]:
+    def cmd_cancel(self, rid: int, /, req: int | None = None) -> dict[str, Any]:
         """Ask the running job (or the one with id `req`) to stop before its next frame."""
-        target = params.get("req")
+        target = req
         job = self._busy()
         if job is None or (target is not None and target != job.req):
             return {"cancelled": False, "req": target}
@@ -448,7 +530,7 @@ class Worker:
         LOG.info("cancel requested for %s (request %d)", job.cmd, job.req)
         return {"cancelled": True, "req": job.req}
 
-    def cmd_shutdown(self, req: int) -> dict[str, Any]:
+    def cmd_shutdown(self, rid: int, /) -> dict[str, Any]:
         """Stop the job between frames, close the session, then leave the request loop."""
         job = self._busy()
         if job is not None:
@@ -459,9 +541,9 @@ class Worker:
         self._stop = True
         return {"bye": True}
 
-    def cmd_noise(self, req: int, lines: int = 3) -> dict[str, Any]:
+    def cmd_noise(self, rid: int, /, lines: int = 3) -> dict[str, Any]:
         """Diagnostics: print junk (fake events included) to stdout and stderr, as libraries do."""
-        fake = encode_event(req, "result", {"fake": True}).decode()
+        fake = encode_event(rid, "result", {"fake": True}).decode()
         for i in range(lines):
             print(f"noise {i} on sys.stdout", fake.strip(), "{not json", flush=True)
             os.write(1, b"noise on fd 1 " + fake.encode())
