@@ -97,6 +97,7 @@ class InferenceCore:
         self.last_deep_update_ti = -self.deep_update_every
         self.memory = MemoryManager(self.config)
         self.last: _LastStep | None = None
+        self.reference_keys: list[object] = []  # one per frame in permanent memory, in store order
 
     def set_all_labels(self, all_labels: Sequence[int]) -> None:
         """Declare the objects (ids); masks and outputs follow this order."""
@@ -116,6 +117,18 @@ class InferenceCore:
         self.all_labels.remove(obj)
         self.last = None
 
+    def remove_reference(self, ref_key: object) -> bool:
+        """Take the permanent-memory frame stored under `ref_key` out again; False if there is none."""
+        if ref_key is None or ref_key not in self.reference_keys:
+            return False
+        i = self.reference_keys.index(ref_key)
+        hw = self.memory.HW
+        self.memory.perm_mem.remove_range(i * hw, (i + 1) * hw)
+        del self.reference_keys[i]
+        if self.last is not None and self.last.permanent:
+            self.last = None
+        return True
+
     @torch.no_grad()
     def step(
         self,
@@ -125,9 +138,16 @@ class InferenceCore:
         end: bool = False,
         permanent: bool = False,
         capture: dict | None = None,
+        ref_key: object = None,
     ) -> Tensor:
-        """Process one frame; `mask` (K, H, W) makes it a reference. Returns probabilities (K+1, H, W)."""
+        """Process one frame; `mask` (K, H, W) makes it a reference. Returns probabilities (K+1, H, W).
+
+        With `permanent`, the frame's memory goes to the permanent store (under `ref_key`,
+        replacing an earlier reference with the same key) instead of working memory.
+        """
         net = self.network
+        if permanent:
+            self.remove_reference(ref_key)
         self.curr_ti += 1
         image, pad = pad_divide_by(image, 16)
         image = image.unsqueeze(0)
@@ -138,7 +158,7 @@ class InferenceCore:
         need_segment = (
             self.curr_ti > 0
             and (valid_labels is None or len(self.all_labels) != len(valid_labels))
-            and self.has_memory()
+            and any(self.memory.has_object(o) for o in self.all_labels)
         )
         deep_due = self.deep_update_sync or (self.curr_ti - self.last_deep_update_ti >= self.deep_update_every)
         is_deep_update = (
@@ -156,18 +176,33 @@ class InferenceCore:
 
         pred_prob_with_bg = pred_prob_no_bg = None
         if need_segment:
-            readout = self.memory.match_memory(key, selection, self.all_labels, capture)
+            # objects that entered with this very frame have no memory yet: decode only the others
+            mem_objs = [o for o in self.all_labels if self.memory.has_object(o)]
+            rows = [self.all_labels.index(o) for o in mem_objs]
+            subset = len(mem_objs) != len(self.all_labels)
+            if subset:
+                self.memory.create_hidden_state(len(self.all_labels), key)
+            hidden_in = self.memory.hidden
+            if subset and hidden_in is not None:
+                hidden_in = hidden_in[:, rows]
+            readout = self.memory.match_memory(key, selection, mem_objs, capture)
             if capture is not None:
-                capture.update(memory_readout=readout, dec_hidden_in=self.memory.hidden)
-            hidden, logits, agg_logits, agg_prob = net.segment(
-                (f16, f8, f4), readout, self.memory.hidden, h_out=is_normal_update
-            )
+                capture.update(memory_readout=readout, dec_hidden_in=hidden_in)
+            hidden, logits, agg_logits, agg_prob = net.segment((f16, f8, f4), readout, hidden_in, h_out=is_normal_update)
             if capture is not None:
                 capture.update(decoder_logits=logits, decoder_prob=torch.sigmoid(logits))
                 capture.update(agg_logits=agg_logits, agg_prob=agg_prob, dec_hidden_out=hidden)
             pred_prob_with_bg = agg_prob[0]
+            if subset:
+                full = pred_prob_with_bg.new_zeros((len(self.all_labels) + 1, *pred_prob_with_bg.shape[1:]))
+                full[[0] + [r + 1 for r in rows]] = pred_prob_with_bg
+                pred_prob_with_bg = full
             pred_prob_no_bg = pred_prob_with_bg[1:]
             if is_normal_update:
+                if subset and hidden is not None:
+                    new_hidden = self.memory.hidden.clone()
+                    new_hidden[:, rows] = hidden
+                    hidden = new_hidden
                 self.memory.hidden = hidden
 
         if mask is not None:
@@ -201,6 +236,8 @@ class InferenceCore:
                 selection=selection if self.enable_long_term else None,
                 permanent=permanent,
             )
+            if permanent:
+                self.reference_keys.append(ref_key)
             self.last_mem_ti = self.curr_ti
             if is_deep_update:
                 self.memory.hidden = hidden
@@ -255,11 +292,13 @@ class InferenceCore:
                 selection=selection if self.enable_long_term else None,
                 permanent=last.permanent,
             )
+            if last.permanent and not last.added_memory:
+                self.reference_keys.append(None)
             if last.deep_update_if_memory:
                 mem.hidden = hidden
                 self.last_deep_update_ti = self.curr_ti
             self.last_mem_ti = self.curr_ti
-        self.last.added_memory = True
+            self.last.added_memory = True
         self.last.shrinkage, self.last.selection = shrinkage, selection
         return unpad(prob, last.pad)
 

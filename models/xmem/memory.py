@@ -140,9 +140,11 @@ class KVStore:
             rows = [pos[o] for o in group]
             for o in group:
                 remaining.remove(o)
-            self.v[gi] = torch.cat([self.v[gi], value[rows]], -1)
+            part = value if rows == list(range(value.shape[0])) else value[rows]
+            self.v[gi] = torch.cat([self.v[gi], part], -1)
         if remaining:
-            self.v.append(value[[pos[o] for o in remaining]])
+            rows = [pos[o] for o in remaining]
+            self.v.append(value if rows == list(range(value.shape[0])) else value[rows])
             self.groups.append(list(remaining))
 
     def add_groups(
@@ -213,16 +215,26 @@ class KVStore:
             self.v[gi] = self.v[gi][:, :, survived[n - ng :]]
         self._drop_empty_groups()
 
-    def remove_last(self, n: int) -> None:
-        """Take the newest `n` elements back out (keys and every group's values)."""
-        keep = self.size - n
-        self._slice_keys(slice(0, keep))
+    def remove_range(self, start: int, stop: int) -> None:
+        """Take elements [start, stop) out (keys and the matching values of every group)."""
+        n = self.size
+        start, stop = max(0, start), min(n, stop)
+        if stop <= start:
+            return
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[start:stop] = False
+        idx = torch.nonzero(keep).flatten().to(self.k.device)
+        self._slice_keys(idx)
         for gi in range(len(self.v)):
             ng = self.v[gi].shape[2]
-            self.v[gi] = self.v[gi][:, :, : max(0, ng - n)]
+            self.v[gi] = self.v[gi][:, :, idx[idx >= n - ng] - (n - ng)]
         self._drop_empty_groups()
         if self.size == 0:
             self.clear()
+
+    def remove_last(self, n: int) -> None:
+        """Take the newest `n` elements back out."""
+        self.remove_range(self.size - n, self.size)
 
     def remove_object(self, obj: int) -> None:
         """Forget object `obj`'s values (its keys stay: they serve the other objects)."""
@@ -330,6 +342,9 @@ class MemoryManager:
                     values.append(torch.stack([stores[i].v[r[0]][r[1]] for r in rows]))
             mem_value = values[0] if len(values) == 1 else torch.cat(values, -1)
             out = mem_value @ affinity  # (n_objs, CV, HW)
+            if len(signatures) == 1 and objs == list(objects):
+                readout = out
+                continue
             if readout is None:
                 readout = out.new_zeros((len(objects), out.shape[1], out.shape[2]))
             readout[[list(objects).index(o) for o in objs]] = out
@@ -450,6 +465,10 @@ class MemoryManager:
         elif self.hidden.shape[1] < n:
             extra = torch.zeros((1, n - self.hidden.shape[1], self.hidden_dim, h, w), device=sample_key.device)
             self.hidden = torch.cat([self.hidden, extra], 1)
+
+    def has_object(self, obj: int) -> bool:
+        """True when some store holds values for object `obj`."""
+        return any(s.find(obj) is not None for s in (self.perm_mem, self.long_mem, self.work_mem))
 
     def remove_object(self, obj: int, row: int) -> None:
         """Forget object `obj` (hidden row `row`) in every store."""

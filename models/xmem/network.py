@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -105,10 +106,14 @@ def template_state_dict(
     return empty_network(key_dim, value_dim, hidden_dim, single_object).state_dict()
 
 
+@functools.lru_cache(maxsize=1)
 def synthetic_weights(
     key_dim: int = 64, value_dim: int = 512, hidden_dim: int = 64, single_object: bool = False
 ) -> dict[str, Tensor]:
-    """The synthetic-v2 state dict for these dims (see tests/fixtures/xmem/README.md)."""
+    """The synthetic-v2 state dict for these dims (see tests/fixtures/xmem/README.md).
+
+    Cached (it takes seconds to compute): networks built from it share these read-only tensors.
+    """
     return synthetic_for_template(template_state_dict(key_dim, value_dim, hidden_dim, single_object), SYNTHETIC_FORMULA)
 
 
