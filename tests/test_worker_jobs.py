@@ -178,6 +178,22 @@ def test_shapes_command_writes_the_mask_shapes_file(worker, clip, tmp_path):
     assert result["cmd"] == "shapes"
 
 
+def test_shutdown_during_a_job_stops_it_between_frames_and_exits_cleanly(clip, tmp_path):
+    client = WorkerClient()
+    client.start(timeout=120)
+    _prepare(client, clip, tmp_path / "s")
+    req = client.request("track", direction="forward")
+    _wait_for(client, lambda e: e.req == req and e.kind == "progress" and e.data["done"] >= 5)
+    client.shutdown(timeout=60)
+    events = client.poll()
+    assert [e.data["error"] for e in events if e.req == req and e.kind == "error"] == ["Cancelled"]
+    assert events[-1].kind == "exited" and events[-1].data["returncode"] == 0 and events[-1].data["expected"]
+    done = [e.data["frame"] for e in events if e.req == req and e.kind == "progress"]
+    with _read_only(tmp_path / "s") as s:
+        assert s.mask_frames()[-1] <= NUM_FRAMES - 2  # stopped early...
+        assert s.mask_frames()[-1] >= max(done, default=5)  # ...after the frames it reported
+
+
 @pytest.mark.slow
 def test_kill_9_mid_track_then_resume_loses_nothing_and_redoes_at_most_one_frame(clip, tmp_path):
     path = tmp_path / "s"
@@ -192,6 +208,9 @@ def test_kill_9_mid_track_then_resume_loses_nothing_and_redoes_at_most_one_frame
     assert exited.data["returncode"] == -9 and exited.data["expected"] is False
     assert not any(e.kind in ("result", "error") and e.req == req for e in seen)
     first.shutdown()
+    masks = path / "masks"
+    before = {p.name: p.stat().st_mtime_ns for p in masks.glob("f*.npz")}
+    assert len(before) >= 101
 
     second = WorkerClient()
     second.start(timeout=120)
@@ -213,5 +232,8 @@ def test_kill_9_mid_track_then_resume_loses_nothing_and_redoes_at_most_one_frame
     assert set(written) == set(range(1, NUM_FRAMES))
     twice = [f for f, n in written.items() if n > 1]
     assert len(twice) <= 1 and all(n <= 2 for n in written.values()), twice
+    # on disk too: of the frames written before the kill, at most one was written again
+    rewritten = [n for n, t in before.items() if (masks / n).stat().st_mtime_ns != t]
+    assert len(rewritten) <= 1, rewritten
     resumed = [e for e in log if e["event"] == "span_start" and e.get("resume_from") is not None]
     assert len(resumed) == 1 and resumed[0]["resume_from"] >= 100
