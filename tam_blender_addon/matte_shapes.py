@@ -1,0 +1,404 @@
+"""Vectorise per-frame object mattes into animated, Blender-ready mask splines (worker side).
+
+Blender masks are spline layers whose point positions can be keyed per frame, but a
+spline cannot change its point count over time. So each object's mattes are cut into
+*spans*: runs of consecutive frames in which the object keeps the same topology (same
+number of regions and holes). Inside a span every ring (outer outline or hole) is
+resampled to ONE constant point count, start points aligned frame to frame so the
+spline does not twist, and the Blender side keys the points per frame; a topology
+change starts a new span, which Blender shows on its own layer switched by keyed
+``hide``/``hide_render``.
+
+Coordinates written out are already in Blender mask space: origin bottom-left, y up,
+the longer frame side spanning 0..1 and the shorter one centred. Outer rings run
+clockwise in that space (Blender feathers only clockwise splines outwards), holes the
+other way. Pixel geometry used here: continuous coordinates, pixel (i, j) covers
+[i, i+1) x [j, j+1), origin top-left, y down.
+
+Imports numpy and OpenCV only (no bpy, no torch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FORMAT = "tam-shapes"
+VERSION = 1
+
+
+@dataclass
+class Ring:
+    """One closed outline in continuous pixel coordinates: an object's outer edge or a hole."""
+
+    points: np.ndarray  # float64 (N, 2) x, y; pixel space, y down
+    hole: bool = False
+
+    @property
+    def centroid(self) -> np.ndarray:
+        """Mean of the points (good enough to match rings between neighbouring frames)."""
+        return self.points.mean(axis=0)
+
+
+@dataclass
+class Span:
+    """Consecutive source frames over which an object keeps the same rings (one mask layer)."""
+
+    start: int
+    rings: list[list[Ring]] = field(default_factory=list)  # rings[t][k]: ring k on frame start + t
+
+    @property
+    def end(self) -> int:
+        """Last source frame of the span (inclusive)."""
+        return self.start + len(self.rings) - 1
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def to_mask_space(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Continuous pixel coordinates (top-left origin, y down) -> Blender mask space."""
+    s = float(max(width, height))
+    p = np.asarray(points, dtype=np.float64)
+    out = np.empty_like(p)
+    out[..., 0] = 0.5 + (p[..., 0] - width / 2.0) / s
+    out[..., 1] = 0.5 + (height / 2.0 - p[..., 1]) / s
+    return out
+
+
+def from_mask_space(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Blender mask space -> continuous pixel coordinates (inverse of `to_mask_space`)."""
+    s = float(max(width, height))
+    p = np.asarray(points, dtype=np.float64)
+    out = np.empty_like(p)
+    out[..., 0] = (p[..., 0] - 0.5) * s + width / 2.0
+    out[..., 1] = height / 2.0 - (p[..., 1] - 0.5) * s
+    return out
+
+
+def signed_area(points: np.ndarray) -> float:
+    """Shoelace area: positive when the ring runs counter-clockwise in a y-up frame."""
+    p = np.asarray(points, dtype=np.float64)
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def is_clockwise_mask_space(points: np.ndarray) -> bool:
+    """True if a ring given in Blender mask space (y up) runs clockwise."""
+    return signed_area(points) < 0.0
+
+
+def resample_ring(points: np.ndarray, count: int) -> np.ndarray:
+    """`count` points along the closed ring, keeping its corners where `count` allows.
+
+    With at least as many points as the ring has vertices every vertex is kept (so
+    corners stay sharp) and the extra points are spread over the edges in proportion
+    to their length; with fewer, the points are evenly spaced by arc length.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    n = len(p)
+    nxt = np.roll(p, -1, axis=0)
+    seg = np.linalg.norm(nxt - p, axis=1)
+    total = float(seg.sum())
+    if total <= 0:
+        return np.repeat(p[:1], count, axis=0)
+    if count >= n:
+        share = seg / total * (count - n)
+        extra = np.floor(share).astype(int)
+        left = count - n - int(extra.sum())
+        if left:
+            extra[np.argsort(-(share - extra), kind="stable")[:left]] += 1
+        steps = [np.arange(m + 1) / (m + 1) for m in extra]
+        idx = np.repeat(np.arange(n), extra + 1)
+        t = np.concatenate(steps)
+        return p[idx] + (nxt[idx] - p[idx]) * t[:, None]
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    targets = np.arange(count) * (total / count)
+    idx = np.clip(np.searchsorted(cum, targets, side="right") - 1, 0, n - 1)
+    t = np.where(seg[idx] > 0, (targets - cum[idx]) / np.where(seg[idx] > 0, seg[idx], 1.0), 0.0)
+    return p[idx] + (nxt[idx] - p[idx]) * t[:, None]
+
+
+def align_start(ring: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Cyclically shift `ring` so its points best match `reference` (same count): no twisting.
+
+    Minimises the summed squared distance over all cyclic shifts with one FFT
+    cross-correlation (O(N log N)).
+    """
+    a = reference[:, 0] + 1j * reference[:, 1]
+    b = ring[:, 0] + 1j * ring[:, 1]
+    # sum_j |a_j - b_{j+k}|^2 = const - 2 Re(sum_j conj(a_j) b_{j+k}); maximise the correlation.
+    corr = np.fft.ifft(np.conj(np.fft.fft(a)) * np.fft.fft(b))
+    shift = int(np.argmax(corr.real))
+    return np.roll(ring, -shift, axis=0)
+
+
+# --------------------------------------------------------------------------- contours
+
+
+def extract_rings(mask: np.ndarray, epsilon: float = 0.35, min_area: float = 4.0) -> list[Ring]:
+    """Outlines and holes of a boolean mask, simplified and oriented, in continuous pixel coordinates.
+
+    ``cv2.findContours`` (RETR_CCOMP: outer outlines and their holes) traces the centres
+    of the boundary pixels; the outline is simplified with approxPolyDP (`epsilon` px).
+    It is kept through the pixel centres, not moved out to the pixel edges: Blender's
+    mask rasteriser adds a one-pixel anti-aliased rim, so a polygon through the boundary
+    pixel centres renders (at the 0.5 level) to the matte's own pixels, just as
+    ``cv2.fillPoly`` fills them. Regions (or holes) smaller than `min_area` px are
+    dropped: they would only flicker.
+    """
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    if not m.any():
+        return []
+    contours, hierarchy = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    if hierarchy is None:
+        return []
+    rings: list[Ring] = []
+    for contour, info in zip(contours, hierarchy[0], strict=True):
+        hole = bool(info[3] >= 0)
+        raw = contour.reshape(-1, 2).astype(np.float64)
+        x0, y0 = raw.min(axis=0)
+        x1, y1 = raw.max(axis=0)
+        if hole:
+            # a hole's contour runs through the filled pixels around it
+            if (x1 - x0 - 1) * (y1 - y0 - 1) < min_area:
+                continue
+        elif (x1 - x0 + 1) * (y1 - y0 + 1) < min_area:
+            continue
+        simple = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2).astype(np.float64)
+        if len(simple) < 3 or abs(signed_area(simple)) < 0.5:
+            if hole:
+                continue
+            # a line one pixel thick: a thin box around its pixel centres
+            box = np.array([[x0 + 0.25, y0 + 0.25], [x0 + 0.25, y1 + 0.75], [x1 + 0.75, y1 + 0.75],
+                            [x1 + 0.75, y0 + 0.25]], dtype=np.float64)
+            rings.append(Ring(box, hole=False))
+            continue
+        pts = simple + 0.5  # pixel centres in continuous coordinates
+        # pixel space is y down: an outer ring with positive shoelace area runs clockwise
+        # in Blender's y-up mask space; holes run the other way.
+        if (signed_area(pts) > 0) == hole:
+            pts = pts[::-1].copy()
+        rings.append(Ring(pts, hole=hole))
+    return rings
+
+
+def _ring_length(points: np.ndarray) -> float:
+    """Perimeter of a closed ring."""
+    return float(np.linalg.norm(np.roll(points, -1, axis=0) - points, axis=1).sum())
+
+
+def _match(prev: Sequence[Ring], cur: Sequence[Ring]) -> list[Ring] | None:
+    """Reorder `cur` so ring k follows prev ring k (same kind, nearest centroid); None if not possible."""
+    if len(prev) != len(cur):
+        return None
+    if sum(r.hole for r in prev) != sum(r.hole for r in cur):
+        return None
+    remaining = list(range(len(cur)))
+    pairs: list[tuple[float, int, int]] = []
+    for i, a in enumerate(prev):
+        for j in remaining:
+            if cur[j].hole == a.hole:
+                pairs.append((float(np.linalg.norm(a.centroid - cur[j].centroid)), i, j))
+    pairs.sort()
+    chosen: dict[int, int] = {}
+    used: set[int] = set()
+    for _, i, j in pairs:
+        if i not in chosen and j not in used:
+            chosen[i] = j
+            used.add(j)
+    if len(chosen) != len(prev):
+        return None
+    return [cur[chosen[i]] for i in range(len(prev))]
+
+
+def build_spans(frames: Iterable[tuple[int, list[Ring]]]) -> list[Span]:
+    """Group (source frame, rings) in frame order into spans of unchanged topology.
+
+    A span ends where the frame sequence has a gap, the object vanishes, or the number
+    of outlines / holes changes. Inside a span rings are reordered to follow each other.
+    """
+    spans: list[Span] = []
+    current: Span | None = None
+    last_frame: int | None = None
+    for frame, rings in frames:
+        if not rings:
+            current = None
+            last_frame = frame
+            continue
+        matched = None
+        if current is not None and last_frame is not None and frame == last_frame + 1:
+            matched = _match(current.rings[-1], rings)
+        if matched is None:
+            current = Span(start=frame, rings=[list(rings)])
+            spans.append(current)
+        else:
+            current.rings.append(matched)
+        last_frame = frame
+    return spans
+
+
+def span_point_counts(span: Span, spacing: float = 3.0, min_points: int = 8, max_points: int = 400) -> list[int]:
+    """One constant point count per ring of the span: enough for every corner and `spacing` px."""
+    counts = []
+    for k in range(len(span.rings[0])):
+        longest = max(_ring_length(frame_rings[k].points) for frame_rings in span.rings)
+        corners = max(len(frame_rings[k].points) for frame_rings in span.rings)
+        wanted = max(math.ceil(longest / spacing), corners)
+        counts.append(int(np.clip(wanted, min_points, max_points)))
+    return counts
+
+
+def resample_span(span: Span, spacing: float = 3.0, max_points: int = 400) -> list[np.ndarray]:
+    """Per ring of the span an array (frames, count, 2) in pixel space, start points aligned."""
+    counts = span_point_counts(span, spacing=spacing, max_points=max_points)
+    out = []
+    for k, count in enumerate(counts):
+        track = np.empty((len(span.rings), count, 2), dtype=np.float64)
+        for t, frame_rings in enumerate(span.rings):
+            ring = resample_ring(frame_rings[k].points, count)
+            track[t] = ring if t == 0 else align_start(ring, track[t - 1])
+        out.append(track)
+    return out
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def rasterize(rings: Sequence[np.ndarray], width: int, height: int) -> np.ndarray:
+    """Fill polygons given in continuous pixel coordinates (even-odd, so holes cut out).
+
+    ``cv2.fillPoly`` with sub-pixel vertices: a pixel is set when its centre lies inside
+    or on the outline, the counterpart of `extract_rings` tracing boundary pixel centres.
+    """
+    out = np.zeros((height, width), dtype=np.uint8)
+    if rings:
+        shift = 4
+        polys = [np.round((np.asarray(r, dtype=np.float64) - 0.5) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)
+                 for r in rings]
+        cv2.fillPoly(out, polys, 1, lineType=cv2.LINE_8, shift=shift)
+    return out.astype(bool)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(a, b).sum() / union)
+
+
+# --------------------------------------------------------------------------- session -> JSON
+
+
+def object_spans(
+    masks: Iterable[tuple[int, np.ndarray]], epsilon: float = 0.35, min_area: float = 4.0
+) -> list[Span]:
+    """Spans of one object from (source frame, bool mask) pairs in frame order."""
+    return build_spans((f, extract_rings(m, epsilon=epsilon, min_area=min_area)) for f, m in masks)
+
+
+def shapes_document(
+    session,
+    objects: Sequence[int] | None = None,
+    spacing: float = 3.0,
+    epsilon: float = 0.35,
+    max_points: int = 400,
+    check: bool = True,
+) -> dict:
+    """Build the shapes JSON document for the session's stored masks (see module doc).
+
+    Reads each stored frame once (memory stays bounded by the vector data, not the
+    video). With `check`, every frame's polygons are rasterised back and compared with
+    the matte; the worst and mean IoU are reported in ``quality``.
+    """
+    width, height = int(session.source.width), int(session.source.height)
+    wanted = [o for o in session.objects if objects is None or o.id in objects]
+    rings_per_obj: dict[int, list[tuple[int, list[Ring]]]] = {o.id: [] for o in wanted}
+    ious: list[float] = []
+    for frame in session.mask_frames():
+        record = session.read_mask(frame)
+        if record is None:
+            continue
+        for o in wanted:
+            m = record.labels == o.id
+            rings = extract_rings(m, epsilon=epsilon, min_area=4.0)
+            rings_per_obj[o.id].append((frame, rings))
+            if check and m.any():
+                ious.append(iou(rasterize([r.points for r in rings], width, height), m))
+    doc_objects = []
+    for o in wanted:
+        spans = build_spans(rings_per_obj[o.id])
+        doc_spans = []
+        for span in spans:
+            tracks = resample_span(span, spacing=spacing, max_points=max_points)
+            doc_spans.append(
+                {
+                    "start": span.start,
+                    "end": span.end,
+                    "splines": [
+                        {
+                            "hole": span.rings[0][k].hole,
+                            "count": int(track.shape[1]),
+                            # per frame: x0, y0, x1, y1, ... in mask space
+                            "points": np.round(to_mask_space(track, width, height), 6)
+                            .reshape(len(track), -1)
+                            .tolist(),
+                        }
+                        for k, track in enumerate(tracks)
+                    ],
+                }
+            )
+        doc_objects.append(
+            {"id": o.id, "name": o.name, "color": [float(c) for c in o.color], "spans": doc_spans}
+        )
+    quality = {
+        "frames_checked": len(ious),
+        "min_iou": round(min(ious), 5) if ious else None,
+        "mean_iou": round(float(np.mean(ious)), 5) if ious else None,
+    }
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "space": "blender-mask",
+        "width": width,
+        "height": height,
+        "objects": doc_objects,
+        "quality": quality,
+    }
+
+
+def write_shapes(session, out: str | os.PathLike, objects: Sequence[int] | None = None, **options) -> dict:
+    """Write the shapes JSON for `session` to `out` atomically; return a short summary.
+
+    Called by the worker's ``shapes`` command; the Blender side turns the file into one
+    Mask datablock (see operators/mattes.py).
+    """
+    doc = shapes_document(session, objects=objects, **options)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {
+        "path": str(path),
+        "objects": len(doc["objects"]),
+        "spans": sum(len(o["spans"]) for o in doc["objects"]),
+        **doc["quality"],
+    }
+
