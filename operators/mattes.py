@@ -1,0 +1,409 @@
+"""Outputs: Mask datablocks, matte image strips, a compositor setup, and object removal.
+
+``tam.mattes_write(targets={'MASK', 'IMAGE_STRIP', 'COMPOSITOR'})`` asks the worker for
+what each target needs (``shapes`` for the Mask, ``export`` for image sequences) and
+builds the Blender side when the result arrives. ``tam.objects_remove`` inpaints the
+objects away in the worker and adds the result as an image strip above the source.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, IntProperty, StringProperty
+
+from ..tam_blender_addon.errors import InputError, SessionError
+from . import runtime
+from .session_ops import _has_session, _strips, _TamOperator, find_strip, source_index_zero_frame
+
+TARGET_ITEMS = [
+    ("MASK", "Mask", "Animated Mask datablock (editable spline layers per object)"),
+    ("IMAGE_STRIP", "Image Strip", "Matte image sequence added as a strip"),
+    ("COMPOSITOR", "Compositor", "A scene whose compositor uses the mattes (alpha, hold-out)"),
+]
+IMAGE_EXTS = (".png", ".exr", ".tif", ".tiff", ".jpg")
+# Keyframe.interpolation enum values (foreach_set takes the integer)
+_CONSTANT, _LINEAR = 0, 1
+
+
+# --------------------------------------------------------------------------- Mask datablock
+
+
+def zero_frame(scene) -> int:
+    """Scene frame showing source frame 0: from the strip if it still exists, else the session mapping."""
+    state = scene.tam
+    strip = find_strip(scene, state.strip_name)
+    if strip is not None and strip.type in ("MOVIE", "IMAGE"):
+        return source_index_zero_frame(strip)
+    return state.scene_start - state.source_start
+
+
+def _fcurve_collection(mask: bpy.types.Mask):
+    """The F-curve collection keys of `mask` go into (a fresh action; 4.4+ slots, else legacy)."""
+    mask.animation_data_clear()
+    ad = mask.animation_data_create()
+    action = bpy.data.actions.new(name=f"{mask.name} shapes")
+    if hasattr(action, "slots") and hasattr(action, "layers"):  # layered actions (4.4+)
+        from bpy_extras import anim_utils
+
+        slot = action.slots.new(id_type="MASK", name=mask.name)
+        ad.action = action
+        ad.action_slot = slot
+        return anim_utils.action_ensure_channelbag_for_slot(action, slot).fcurves
+    ad.action = action
+    return action.fcurves
+
+
+def _add_keys(fcurves, path: str, index: int, frames, values, interpolation: int) -> None:
+    """One F-curve with a key per frame, written in bulk."""
+    fc = fcurves.new(path, index=index)
+    n = len(frames)
+    fc.keyframe_points.add(n)
+    co = [0.0] * (2 * n)
+    co[0::2] = [float(f) for f in frames]
+    co[1::2] = [float(v) for v in values]
+    fc.keyframe_points.foreach_set("co", co)
+    fc.keyframe_points.foreach_set("interpolation", [interpolation] * n)
+    fc.update()
+
+
+def build_mask(doc: dict, name: str, zero: int, frame_range: tuple[int, int] | None = None) -> bpy.types.Mask:
+    """Create (or rebuild in place) the Mask datablock `name` from a shapes document.
+
+    One layer per object and constant-topology span (named after the object, numbered
+    when there are several spans), one cyclic spline per outline or hole, its points
+    keyed at scene frames ``zero + source index``; a span's layer is shown only during
+    its frames through CONSTANT keys on ``hide`` and ``hide_render``.
+    """
+    mask = bpy.data.masks.get(name) or bpy.data.masks.new(name)
+    while len(mask.layers):
+        mask.layers.remove(mask.layers[0])
+    fcurves = _fcurve_collection(mask)
+    for obj in doc["objects"]:
+        spans = obj["spans"]
+        for k, span in enumerate(spans):
+            lname = obj["name"] if len(spans) == 1 else f"{obj['name']} {k + 1:03d}"
+            layer = mask.layers.new(name=lname)
+            layer.use_fill_holes = True  # holes are inner splines
+            lpath = f'layers["{bpy.utils.escape_identifier(layer.name)}"]'
+            frames = [zero + span["start"] + t for t in range(span["end"] - span["start"] + 1)]
+            for s_index, spline_doc in enumerate(span["splines"]):
+                count = int(spline_doc["count"])
+                per_frame = spline_doc["points"]
+                spline = layer.splines.new()
+                spline.use_cyclic = True
+                spline.use_fill = True
+                spline.points.add(count - 1)
+                first = per_frame[0]
+                for i, point in enumerate(spline.points):
+                    point.handle_left_type = point.handle_right_type = "VECTOR"
+                    point.co = (first[2 * i], first[2 * i + 1])
+                if len(frames) < 2:
+                    continue
+                for i in range(count):
+                    ppath = f"{lpath}.splines[{s_index}].points[{i}].co"
+                    _add_keys(fcurves, ppath, 0, frames, [row[2 * i] for row in per_frame], _LINEAR)
+                    _add_keys(fcurves, ppath, 1, frames, [row[2 * i + 1] for row in per_frame], _LINEAR)
+            if len(spans) > 1 or frame_range is None or frames[0] > frame_range[0] or frames[-1] < frame_range[1]:
+                keys = [frames[0] - 1, frames[0], frames[-1] + 1]
+                for prop in ("hide", "hide_render"):
+                    _add_keys(fcurves, f"{lpath}.{prop}", 0, keys, [1.0, 0.0, 1.0], _CONSTANT)
+    if frame_range is not None:
+        # a mask strip holds frame_end - frame_start frames (the end is exclusive there)
+        mask.frame_start, mask.frame_end = frame_range[0], frame_range[1] + 1
+    return mask
+
+
+def read_shapes(path: str | Path) -> dict:
+    """The shapes document the worker wrote (format checked)."""
+    doc = json.loads(Path(path).read_text("utf-8"))
+    if doc.get("format") != "tam-shapes" or int(doc.get("version", 0)) > 1:
+        raise SessionError(f"{path} is not a shapes file this add-on can read")
+    return doc
+
+
+# --------------------------------------------------------------------------- image strips
+
+
+def _free_channel(scene, above: int, start: int, end: int) -> int:
+    """The lowest channel above `above` with no strip overlapping [start, end)."""
+    channel = above + 1
+    while channel < 128:
+        clash = any(
+            s.channel == channel and s.frame_final_start < end and s.frame_final_end > start
+            for s in _strips(scene)
+        )
+        if not clash:
+            return channel
+        channel += 1
+    return channel
+
+
+def _numbered_files(folder: Path) -> list[tuple[int, Path]]:
+    """(frame index, file) of the numbered images in `folder`, by index."""
+    out = []
+    for p in folder.iterdir():
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file():
+            digits = re.findall(r"\d+", p.stem)
+            if digits:
+                out.append((int(digits[-1]), p))
+    return sorted(out)
+
+
+def add_image_strip(scene, name: str, files: list[tuple[int, Path]], channel_above: int) -> bpy.types.Strip:
+    """Add numbered images (source indices) as one strip aligned with the tracked strip."""
+    state = scene.tam
+    zero = zero_frame(scene)
+    first_index = files[0][0]
+    start = zero + first_index
+    end = start + len(files)
+    channel = _free_channel(scene, channel_above, start, end)
+    strips = _strips(scene)
+    strip = strips.new_image(name=name, filepath=str(files[0][1]), channel=channel, frame_start=start)
+    for _, p in files[1:]:
+        strip.elements.append(p.name)
+    visible_start = state.scene_start
+    visible_end = state.scene_start + state.length
+    if strip.frame_final_start < visible_start:
+        strip.frame_offset_start = visible_start - strip.frame_final_start
+    if strip.frame_final_end > visible_end:
+        strip.frame_offset_end = strip.frame_final_end - visible_end
+    return strip
+
+
+def _matte_groups(out: Path) -> list[tuple[str, list[tuple[int, Path]]]]:
+    """Image sequences the export wrote: (label, files) per folder holding numbered images."""
+    groups = []
+    folders = [out] + sorted(p for p in out.rglob("*") if p.is_dir())
+    for folder in folders:
+        files = _numbered_files(folder)
+        if files:
+            label = folder.relative_to(out).as_posix() if folder != out else "matte"
+            groups.append((label, files))
+    return groups
+
+
+# --------------------------------------------------------------------------- compositor
+
+
+def build_compositor(scene, mask: bpy.types.Mask) -> bpy.types.Scene:
+    """A scene "<strip> Matte" whose compositor cuts the source out with the Mask.
+
+    Outputs: the source with the matte as alpha, the hold-out (inverted matte as alpha)
+    and the matte itself. Blender 5.0 uses a compositing node group with a Group Output;
+    4.2-4.5 use ``scene.node_tree`` with Composite and Viewer nodes.
+    """
+    state = scene.tam
+    comp = bpy.data.scenes.get(f"{state.strip_name} Matte") or bpy.data.scenes.new(f"{state.strip_name} Matte")
+    comp.render.resolution_x, comp.render.resolution_y = state.source_width, state.source_height
+    comp.render.resolution_percentage = 100
+    comp.render.fps, comp.render.fps_base = scene.render.fps, scene.render.fps_base
+    comp.frame_start, comp.frame_end = state.scene_start, state.scene_start + state.length - 1
+    comp.render.use_sequencer = False
+    comp.render.use_compositing = True
+    comp.view_settings.view_transform = "Standard"
+    comp.render.film_transparent = True
+    with runtime.read_session(state) as session:
+        source_path = session.source.path if session.source.kind == "video" else session.source.files[0]
+    clip = bpy.data.movieclips.load(source_path, check_existing=True)
+    clip.frame_start = zero_frame(scene)
+
+    new_api = bpy.app.version >= (5, 0, 0)
+    if new_api:
+        tree = bpy.data.node_groups.get(f"{mask.name} Matte")
+        if tree is None:
+            tree = bpy.data.node_groups.new(f"{mask.name} Matte", "CompositorNodeTree")
+        comp.compositing_node_group = tree
+    else:
+        comp.use_nodes = True
+        tree = comp.node_tree
+    tree.nodes.clear()
+    nodes, links = tree.nodes, tree.links
+    src = nodes.new("CompositorNodeMovieClip")
+    src.clip = clip
+    src.location = (-600, 0)
+    mnode = nodes.new("CompositorNodeMask")
+    mnode.mask = mask
+    mnode.location = (-600, -300)
+    cut = nodes.new("CompositorNodeSetAlpha")
+    cut.location = (-200, 100)
+    hold = nodes.new("CompositorNodeSetAlpha")
+    hold.location = (-200, -150)
+    if new_api:
+        inv = nodes.new("ShaderNodeMath")
+        inv.operation = "SUBTRACT"
+        inv.inputs[0].default_value = 1.0
+        links.new(mnode.outputs[0], inv.inputs[1])
+    else:
+        inv = nodes.new("CompositorNodeMath")
+        inv.operation = "SUBTRACT"
+        inv.inputs[0].default_value = 1.0
+        links.new(mnode.outputs[0], inv.inputs[1])
+    inv.location = (-400, -250)
+    links.new(src.outputs["Image"], cut.inputs["Image"])
+    links.new(mnode.outputs[0], cut.inputs["Alpha"])
+    links.new(src.outputs["Image"], hold.inputs["Image"])
+    links.new(inv.outputs[0], hold.inputs["Alpha"])
+    if new_api:
+        for name in ("Image", "Hold-out", "Matte"):
+            if name not in [i.name for i in tree.interface.items_tree]:
+                tree.interface.new_socket(name=name, in_out="OUTPUT", socket_type="NodeSocketColor")
+        out = nodes.new("NodeGroupOutput")
+        out.location = (200, 0)
+        links.new(cut.outputs[0], out.inputs["Image"])
+        links.new(hold.outputs[0], out.inputs["Hold-out"])
+        links.new(mnode.outputs[0], out.inputs["Matte"])
+    else:
+        out = nodes.new("CompositorNodeComposite")
+        out.location = (200, 0)
+        links.new(cut.outputs[0], out.inputs["Image"])
+        viewer = nodes.new("CompositorNodeViewer")
+        viewer.location = (200, -200)
+        links.new(hold.outputs[0], viewer.inputs["Image"])
+    return comp
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def _output_dir(state, name: str) -> Path:
+    """A folder inside the session for an output."""
+    path = Path(bpy.path.abspath(state.session_path)) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _source_strip_channel(scene) -> int:
+    strip = find_strip(scene, scene.tam.strip_name)
+    return strip.channel if strip is not None else 1
+
+
+class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
+    """Write the tracked mattes as a Mask, a matte image strip and/or a compositor setup"""
+
+    bl_idname = "tam.mattes_write"
+    bl_label = "Write Mattes"
+    bl_options = {"REGISTER", "UNDO"}
+
+    targets: EnumProperty(name="Targets", items=TARGET_ITEMS, options={"ENUM_FLAG"}, default={"MASK"})
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _has_session(cls, context) and len(context.scene.tam.objects) > 0
+
+    def run(self, context) -> set[str]:
+        targets = set(self.targets)
+        if not targets:
+            raise InputError("choose at least one output: Mask, Image Strip or Compositor")
+        state = context.scene.tam
+        steps = []
+        if targets & {"MASK", "COMPOSITOR"}:
+            steps.append("shapes")
+        if "IMAGE_STRIP" in targets:
+            steps.append("export")
+        done: list[str] = []
+
+        def run_step(scene) -> None:
+            step = steps.pop(0)
+            if step == "shapes":
+                out = _output_dir(scene.tam, "shapes") / "shapes.json"
+                runtime.start_job(scene, "shapes", {"out": str(out)}, "Writing mask shapes",
+                                  lambda sc, res: after_shapes(sc, res, out))
+            else:
+                fmt = "exr" if scene.tam.matte_exr else "png"
+                out = _output_dir(scene.tam, f"mattes_{fmt}")
+                runtime.start_job(scene, "export", {"format": fmt, "out": str(out)}, "Writing matte images",
+                                  lambda sc, res: after_export(sc, res, out))
+
+        def next_or_message(scene) -> str:
+            if steps:
+                run_step(scene)
+            return "wrote " + ", ".join(done)
+
+        def after_shapes(scene, result, out):
+            st = scene.tam
+            doc = read_shapes(out)
+            zero = zero_frame(scene)
+            rng = (st.scene_start, st.scene_start + st.length - 1)
+            mask = build_mask(doc, st.mask_name or f"{st.strip_name} Track", zero, rng)
+            st.mask_name = mask.name
+            q = doc.get("quality", {})
+            done.append(f"mask {mask.name!r}" + (f" (fit IoU >= {q['min_iou']:.3f})" if q.get("min_iou") else ""))
+            if "COMPOSITOR" in targets:
+                comp = build_compositor(scene, mask)
+                done.append(f"compositor scene {comp.name!r}")
+            return next_or_message(scene)
+
+        def after_export(scene, result, out):
+            groups = _matte_groups(out)
+            if not groups:
+                raise SessionError(f"the worker wrote no matte images into {out}")
+            for label, files in groups:
+                strip = add_image_strip(scene, f"{scene.tam.strip_name} {label}", files,
+                                        _source_strip_channel(scene))
+                strip.blend_type = "ALPHA_OVER"
+                strip.mute = True  # a matte over the picture would hide it: unmute to look at it
+                done.append(f"strip {strip.name!r}")
+            return next_or_message(scene)
+
+        run_step(context.scene)
+        state.message = state.message or "writing mattes..."
+        return self.finish_job(context)
+
+
+class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
+    """Remove objects from the video by inpainting; the result is added as a strip above the source"""
+
+    bl_idname = "tam.objects_remove"
+    bl_label = "Remove Objects"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object_ids: StringProperty(name="Objects", description="Comma-separated object ids (empty = visible objects)")
+    dilate: IntProperty(name="Dilate", default=8, min=0, max=64, subtype="PIXEL")
+    feather: IntProperty(name="Feather", default=0, min=0, max=64, subtype="PIXEL")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _has_session(cls, context) and len(context.scene.tam.objects) > 0
+
+    def invoke(self, context, event) -> set[str]:
+        state = context.scene.tam
+        if not self.properties.is_property_set("dilate"):
+            self.dilate = state.remove_dilate
+        if not self.properties.is_property_set("feather"):
+            self.feather = state.remove_feather
+        return self.execute(context)
+
+    def run(self, context) -> set[str]:
+        state = context.scene.tam
+        try:
+            ids = [int(t) for t in re.split(r"[,\s]+", self.object_ids.strip()) if t]
+        except ValueError:
+            raise InputError(f"object ids must be numbers separated by commas, not {self.object_ids!r}") from None
+        if not ids:
+            ids = [o.obj_id for o in state.objects if o.visible]
+        unknown = [i for i in ids if state.object_by_id(i) is None]
+        if unknown or not ids:
+            raise InputError(f"no such object: {unknown[0]}" if unknown else "no visible objects to remove")
+        frames = list(range(state.source_start, state.source_start + state.length))
+        names = "_".join(str(i) for i in ids)
+        out = _output_dir(state, f"removed_{names}_d{self.dilate}_f{self.feather}")
+
+        def done(scene, result):
+            files = [(i, p) for i, p in _numbered_files(out) if i in set(frames)]
+            if len(files) != len(frames):
+                raise SessionError(f"inpainting left {len(frames) - len(files)} frames missing in {out}")
+            label = ", ".join(scene.tam.object_by_id(i).name for i in ids if scene.tam.object_by_id(i))
+            strip = add_image_strip(scene, f"{scene.tam.strip_name} without {label}", files,
+                                    _source_strip_channel(scene))
+            return f"removed {label}: strip {strip.name!r} ({len(files)} frames)"
+
+        runtime.start_job(context.scene, "inpaint", {"objects": ids, "out": str(out), "dilate": self.dilate,
+                                               "feather": self.feather, "frames": frames}, "Removing objects", done)
+        return self.finish_job(context)
+
+
+CLASSES = (TAM_OT_mattes_write, TAM_OT_objects_remove)

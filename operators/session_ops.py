@@ -1,0 +1,561 @@
+"""Session operators: new session on a strip, objects, clicks and boxes, track, cancel.
+
+All of them are scriptable with explicit properties, e.g.::
+
+    bpy.ops.tam.session_new(backend='CLASSIC')
+    bpy.ops.tam.object_add(name="car")
+    bpy.ops.tam.prompt_add(object_id=1, frame=12, x=320, y=200, positive=True)
+    bpy.ops.tam.track(direction='BOTH')
+
+Frames are SCENE frames; x/y are SOURCE pixels, origin top-left, y down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from ..tam_blender_addon.errors import InputError, TamError
+from . import runtime
+from .props import BACKEND_ITEMS
+
+DIRECTION_ITEMS = [
+    ("BOTH", "Both", "Track forwards and backwards from every keyframe"),
+    ("FORWARD", "Forward", "Track forwards from the keyframes"),
+    ("BACKWARD", "Backward", "Track backwards from the keyframes"),
+]
+
+
+# --------------------------------------------------------------------------- strips -> sessions
+
+
+def strip_kind(strip) -> str:
+    """'video' or 'images' for a strip a session can track; InputError saying why not otherwise."""
+    if strip is None:
+        raise InputError("no active strip: select a movie or image strip in the sequencer")
+    if strip.type == "MOVIE":
+        return "video"
+    if strip.type == "IMAGE":
+        return "images"
+    if strip.type == "SPEED":
+        raise InputError(f"strip {strip.name!r} is a speed effect: select the movie or image strip itself")
+    raise InputError(f"strip {strip.name!r} is a {strip.type.lower()} strip: only movie and image strips can be tracked")
+
+
+def _speed_changed(strip, scene) -> str:
+    """Why the strip does not show its source frame by frame ('' if it does)."""
+    keys = getattr(strip, "retiming_keys", None)
+    if keys is not None and len(keys) > 0:
+        if any(abs(getattr(k, "speed", 1.0) - 1.0) > 1e-6 for k in keys[:-1]):
+            return "it is retimed (speed keys)"
+    for other in _all_strips(scene):
+        if other.type == "SPEED" and getattr(other, "input_1", None) == strip:
+            return f"the speed effect {other.name!r} changes its speed"
+    return ""
+
+
+def _all_strips(scene):
+    """Every strip of the scene, in meta strips too (5.0: strips_all, 4.2: sequences_all)."""
+    se = scene.sequence_editor
+    if se is None:
+        return []
+    return getattr(se, "strips_all", None) or getattr(se, "sequences_all", [])
+
+
+def _strips(scene):
+    """The top-level strip collection (5.0 `strips`, 4.2 `sequences`)."""
+    se = scene.sequence_editor
+    return getattr(se, "strips", None) or se.sequences
+
+
+def source_index_zero_frame(strip) -> int:
+    """Scene frame at which source frame 0 would be shown (trims included)."""
+    return int(round(strip.frame_start)) - int(getattr(strip, "animation_offset_start", 0))
+
+
+def strip_source(strip, scene) -> tuple[dict, dict, list[str]]:
+    """(SourceInfo fields, FrameMapping fields, warnings) of a movie or image strip.
+
+    Scene frame ``frame_start + i`` shows source frame ``i + animation_offset_start``; the
+    visible part starts at ``frame_final_start`` and lasts ``frame_final_duration``.
+    """
+    kind = strip_kind(strip)
+    why = _speed_changed(strip, scene)
+    if why:
+        raise InputError(f"strip {strip.name!r} cannot be tracked because {why}; remove the speed change first")
+    elem = strip.elements[0] if len(strip.elements) else None
+    width = int(getattr(elem, "orig_width", 0) or 0)
+    height = int(getattr(elem, "orig_height", 0) or 0)
+    warnings = []
+    scene_fps = scene.render.fps / scene.render.fps_base
+    if kind == "video":
+        path = bpy.path.abspath(strip.filepath)
+        files = None
+        fps = float(strip.fps or getattr(elem, "orig_fps", 0.0) or scene_fps)
+        num = int(strip.frame_duration + getattr(strip, "animation_offset_start", 0)
+                  + getattr(strip, "animation_offset_end", 0))
+        if abs(fps - scene_fps) > 0.01:
+            warnings.append(
+                f"the clip runs at {fps:g} fps but the scene at {scene_fps:g} fps: frames are matched one to one"
+            )
+    else:
+        folder = bpy.path.abspath(strip.directory)
+        files = [os.path.join(folder, e.filename) for e in strip.elements]
+        path = files[0] if files else folder
+        fps = scene_fps
+        num = len(files)
+    if not os.path.exists(path):
+        raise InputError(f"the strip's file is missing: {path}")
+    if width <= 0 or height <= 0:
+        width, height = _probe_size(path)
+    source = {"path": path, "kind": kind, "width": width, "height": height, "fps": fps,
+              "num_frames": num, "files": files}
+    zero = source_index_zero_frame(strip)
+    mapping = {
+        "scene_start": int(strip.frame_final_start),
+        "source_start": int(strip.frame_final_start) - zero,
+        "length": int(strip.frame_final_duration),
+    }
+    return source, mapping, warnings
+
+
+def _probe_size(path: str) -> tuple[int, int]:
+    """Pixel size of an image or movie Blender has not measured yet (loads it as a clip)."""
+    clip = bpy.data.movieclips.load(path, check_existing=True)
+    try:
+        w, h = clip.size
+    finally:
+        if clip.users == 0:
+            bpy.data.movieclips.remove(clip)
+    if w <= 0 or h <= 0:
+        raise InputError(f"cannot read the frame size of {path}")
+    return int(w), int(h)
+
+
+def sessions_root() -> Path:
+    """Where new sessions go: a folder next to the saved .blend, else the add-on's user folder."""
+    if bpy.data.filepath:
+        blend = Path(bpy.data.filepath)
+        return blend.parent / f"{blend.stem}_track_anything"
+    return runtime.user_dir("sessions")
+
+
+def new_session_dir(root: Path, strip_name: str) -> Path:
+    """A fresh folder under `root` named after the strip."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", strip_name).strip("._") or "strip"
+    for n in range(1, 10000):
+        path = root / f"{base}_{n:03d}"
+        if not path.exists():
+            return path
+    raise TamError(f"too many sessions in {root}")
+
+
+def find_strip(scene, name: str):
+    """The strip called `name` in the scene (None if gone)."""
+    for strip in _all_strips(scene):
+        if strip.name == name:
+            return strip
+    return None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _state(context):
+    return context.scene.tam
+
+
+def _has_session(cls, context) -> bool:
+    """Poll helper: a session exists and no job runs."""
+    state = getattr(context.scene, "tam", None)
+    if state is None or not state.session_path:
+        cls.poll_message_set("No session: select a movie or image strip and click New Session")
+        return False
+    if runtime.busy():
+        cls.poll_message_set("A job is running: wait for it or cancel it")
+        return False
+    return True
+
+
+def _object_id(state, value: int) -> int:
+    """`value`, or the active object's id when `value` is 0; InputError if none."""
+    if value > 0:
+        if state.object_by_id(value) is None:
+            raise InputError(f"there is no object {value} in this session")
+        return value
+    active = state.active
+    if active is None:
+        raise InputError("no object: add one first")
+    return active.obj_id
+
+
+def _source_frame(state, frame: int) -> int:
+    """Source index of scene frame `frame`; InputError if the strip does not show it."""
+    if not state.scene_start <= frame < state.scene_start + state.length:
+        raise InputError(
+            f"frame {frame} is outside the strip (frames {state.scene_start}..{state.scene_start + state.length - 1})"
+        )
+    return state.scene_to_source(frame)
+
+
+def segment_frame(context, state, src: int, obj: int) -> str:
+    """Ask the worker for the mask of `obj` on source frame `src`; a short report."""
+    client = runtime.open_session(context, state)
+    res = client.call("segment", timeout=300, frame=src, obj=obj)
+    area = int(res.get("areas", {}).get(str(obj), 0))
+    runtime.redraw()
+    item = state.object_by_id(obj)
+    name = item.name if item else str(obj)
+    frame = state.source_to_scene(src)
+    if area == 0:
+        return f"{name}: nothing found at frame {frame}; add more clicks or a box"
+    return f"{name}: {area} px at frame {frame}"
+
+
+def sync_objects(state, objects) -> None:
+    """Mirror the session's object table into ``scene.tam.objects`` (keeping visibility)."""
+    visible = {item.obj_id: item.visible for item in state.objects}
+    state.objects.clear()
+    for o in objects:
+        item = state.objects.add()
+        item.obj_id, item.name = o.id, o.name
+        item.color = tuple(o.color)
+        item.visible = visible.get(o.id, True)
+    state.active_object = min(max(state.active_object, 0), max(len(state.objects) - 1, 0))
+
+
+class _TamOperator:
+    """report() for TamErrors, so scripts get an exception and editors a one-line message."""
+
+    def run(self, context) -> set[str]:
+        raise NotImplementedError
+
+    def execute(self, context) -> set[str]:
+        try:
+            return self.run(context)
+        except TamError as exc:
+            self.report({"ERROR"}, str(exc))
+            context.scene.tam.message = str(exc)
+            return {"CANCELLED"}
+
+    def finish_job(self, context) -> set[str]:
+        """After `start_job`: in background mode the job is over, report how it ended."""
+        if bpy.app.background and runtime.RT.last_error:
+            self.report({"ERROR"}, runtime.RT.last_error)
+            return {"CANCELLED"}
+        self.report({"INFO"}, context.scene.tam.message)
+        return {"FINISHED"}
+
+
+# --------------------------------------------------------------------------- operators
+
+
+class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
+    """Start a tracking session on the active movie or image strip"""
+
+    bl_idname = "tam.session_new"
+    bl_label = "New Session"
+    bl_options = {"REGISTER", "UNDO"}
+
+    backend: EnumProperty(name="Backend", items=BACKEND_ITEMS, default="NEURAL")
+    strip: StringProperty(name="Strip", description="Strip name (default: the active strip)")
+    directory: StringProperty(name="Folder", subtype="DIR_PATH",
+                              description="Session folder (default: next to the .blend, or the user folder)")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        if context.scene.sequence_editor is None:
+            cls.poll_message_set("The scene has no strips")
+            return False
+        if runtime.busy():
+            cls.poll_message_set("A job is running: wait for it or cancel it")
+            return False
+        return True
+
+    def run(self, context) -> set[str]:
+        from ..tam_blender_addon.session import FrameMapping, Session, SourceInfo
+
+        scene = context.scene
+        strip = find_strip(scene, self.strip) if self.strip else scene.sequence_editor.active_strip
+        if self.strip and strip is None:
+            raise InputError(f"no strip called {self.strip!r}")
+        source, mapping, warnings = strip_source(strip, scene)
+        backend = self.backend if self.properties.is_property_set("backend") else runtime.settings(context).backend
+        path = Path(bpy.path.abspath(self.directory)) if self.directory else new_session_dir(sessions_root(), strip.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runtime.release_session()
+        prefs = runtime.settings(context)
+        with Session.create(path, SourceInfo(**source), FrameMapping(**mapping), backend=backend.lower()) as session:
+            # processing settings from the preferences, for the engine to read with the session
+            session.settings.update(max_resolution=prefs.max_resolution, mem_every=prefs.mem_every,
+                                    max_memory_frames=prefs.max_memory_frames)
+            session.save()
+        state = scene.tam
+        state.session_path = str(path)
+        state.strip_name = strip.name
+        state.backend = backend
+        state.source_width, state.source_height = source["width"], source["height"]
+        state.source_frames = source["num_frames"]
+        state.scene_start, state.source_start, state.length = (
+            mapping["scene_start"], mapping["source_start"], mapping["length"])
+        state.objects.clear()
+        state.doubtful.clear()
+        state.mask_name = ""
+        state.message = f"session for {strip.name}: {source['width']}x{source['height']}, {mapping['length']} frames"
+        for w in warnings:
+            self.report({"WARNING"}, w)
+        self.report({"INFO"}, state.message)
+        return {"FINISHED"}
+
+
+class TAM_OT_object_add(_TamOperator, bpy.types.Operator):
+    """Add an object to track (then click on it)"""
+
+    bl_idname = "tam.object_add"
+    bl_label = "Add Object"
+    bl_options = {"REGISTER", "UNDO"}
+
+    name: StringProperty(name="Name", description="Object name (default: 'object N')")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _has_session(cls, context)
+
+    def run(self, context) -> set[str]:
+        state = _state(context)
+
+        def edit(session):
+            info = session.add_object(self.name or None)
+            return info, session.objects
+
+        info, objects = runtime.edit_session(context, state, edit)
+        sync_objects(state, objects)
+        state.active_object = next(i for i, it in enumerate(state.objects) if it.obj_id == info.id)
+        state.message = f"added {info.name} (id {info.id}): click on it in the preview"
+        self.report({"INFO"}, state.message)
+        return {"FINISHED"}
+
+
+class TAM_OT_object_remove(_TamOperator, bpy.types.Operator):
+    """Remove an object, its clicks and its masks from the session"""
+
+    bl_idname = "tam.object_remove"
+    bl_label = "Remove Object"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = active)")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _has_session(cls, context) and len(context.scene.tam.objects) > 0
+
+    def run(self, context) -> set[str]:
+        state = _state(context)
+        obj = _object_id(state, self.object_id)
+
+        def edit(session):
+            session.remove_object(obj)
+            return session.objects
+
+        sync_objects(state, runtime.edit_session(context, state, edit))
+        for i in reversed(range(len(state.doubtful))):
+            if state.doubtful[i].obj_id == obj:
+                state.doubtful.remove(i)
+        runtime.redraw()
+        state.message = f"removed object {obj}"
+        return {"FINISHED"}
+
+
+class TAM_OT_prompt_add(_TamOperator, bpy.types.Operator):
+    """Click on an object: positive adds to its mask, negative takes away"""
+
+    bl_idname = "tam.prompt_add"
+    bl_label = "Add Click"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = active)")
+    frame: IntProperty(name="Frame", description="Scene frame (default: the current frame)")
+    x: FloatProperty(name="X", description="Source pixels from the left")
+    y: FloatProperty(name="Y", description="Source pixels from the top")
+    positive: BoolProperty(name="Positive", default=True, description="Include (on) or exclude (off) this point")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _has_session(cls, context)
+
+    def run(self, context) -> set[str]:
+        state = _state(context)
+        obj = _object_id(state, self.object_id)
+        frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
+        src = _source_frame(state, frame)
+        runtime.edit_session(context, state, lambda s: s.add_click(src, obj, self.x, self.y, self.positive))
+        state.message = segment_frame(context, state, src, obj)
+        self.report({"INFO"}, state.message)
+        return {"FINISHED"}
+
+
+class TAM_OT_box_add(_TamOperator, bpy.types.Operator):
+    """Draw a box around an object to segment it"""
+
+    bl_idname = "tam.box_add"
+    bl_label = "Add Box"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = active)")
+    frame: IntProperty(name="Frame", description="Scene frame (default: the current frame)")
+    x0: FloatProperty(name="Left")
+    y0: FloatProperty(name="Top")
+    x1: FloatProperty(name="Right")
+    y1: FloatProperty(name="Bottom")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _has_session(cls, context)
+
+    def run(self, context) -> set[str]:
+        state = _state(context)
+        obj = _object_id(state, self.object_id)
+        frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
+        src = _source_frame(state, frame)
+        x0, x1 = sorted((self.x0, self.x1))
+        y0, y1 = sorted((self.y0, self.y1))
+        runtime.edit_session(context, state, lambda s: s.add_box(src, obj, x0, y0, x1, y1))
+        state.message = segment_frame(context, state, src, obj)
+        self.report({"INFO"}, state.message)
+        return {"FINISHED"}
+
+
+class TAM_OT_prompts_clear(_TamOperator, bpy.types.Operator):
+    """Forget the clicks and boxes of an object on a frame"""
+
+    bl_idname = "tam.prompts_clear"
+    bl_label = "Clear Clicks"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = all)")
+    frame: IntProperty(name="Frame", description="Scene frame (default: the current frame)")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _has_session(cls, context)
+
+    def run(self, context) -> set[str]:
+        state = _state(context)
+        frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
+        src = _source_frame(state, frame)
+        obj = self.object_id or None
+        runtime.edit_session(context, state, lambda s: s.clear_prompts(src, obj))
+        runtime.redraw()
+        state.message = f"cleared the clicks on frame {frame}"
+        return {"FINISHED"}
+
+
+def _doubtful_frames(scene, threshold: float = 0.5, limit: int = 200) -> None:
+    """Fill ``scene.tam.doubtful`` with the frames where an object's confidence is low."""
+    state = scene.tam
+    state.doubtful.clear()
+    with runtime.read_session(state) as session:
+        found = []
+        for f in session.mask_frames():
+            rec = session.read_mask(f)
+            if rec is None or rec.kind == "keyframe":
+                continue
+            for obj, conf in rec.confidence.items():
+                if conf < threshold and (rec.labels == obj).any():
+                    found.append((conf, f, obj))
+    worst = sorted(found)[:limit]  # the least sure first, then shown in time order
+    for conf, f, obj in sorted(worst, key=lambda t: (t[1], t[2])):
+        item = state.doubtful.add()
+        item.frame, item.obj_id, item.confidence = state.source_to_scene(f), int(obj), float(conf)
+
+
+class TAM_OT_track(_TamOperator, bpy.types.Operator):
+    """Track the objects through the strip from the frames you clicked on (runs in the background)"""
+
+    bl_idname = "tam.track"
+    bl_label = "Track"
+    bl_options = {"REGISTER"}
+
+    direction: EnumProperty(name="Direction", items=DIRECTION_ITEMS, default="BOTH")
+    frame_start: IntProperty(name="Start", description="First scene frame (default: the strip's first)")
+    frame_end: IntProperty(name="End", description="Last scene frame (default: the strip's last)")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _has_session(cls, context) and len(context.scene.tam.objects) > 0
+
+    def run(self, context) -> set[str]:
+        state = _state(context)
+        first, last = state.scene_start, state.scene_start + state.length - 1
+        start = self.frame_start if self.properties.is_property_set("frame_start") else first
+        end = self.frame_end if self.properties.is_property_set("frame_end") else last
+        if start > end:
+            raise InputError(f"the start frame {start} is after the end frame {end}")
+        src0, src1 = _source_frame(state, max(start, first)), _source_frame(state, min(end, last))
+
+        def done(scene, result):
+            _doubtful_frames(scene)
+            n = len(scene.tam.doubtful)
+            extra = f"; {n} doubtful frame{'s' if n != 1 else ''} to check" if n else ""
+            return f"tracked {result.get('done', 0)} frames in {result.get('seconds', 0):.1f} s{extra}"
+
+        runtime.start_job(context.scene, "track", {"start": src0, "end": src1, "direction": self.direction.lower()},
+                          "Tracking", done)
+        return self.finish_job(context)
+
+
+class TAM_OT_cancel(bpy.types.Operator):
+    """Stop the running job after the current frame (finished frames are kept)"""
+
+    bl_idname = "tam.cancel"
+    bl_label = "Cancel"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context) -> set[str]:
+        from . import setup
+
+        stopped = runtime.cancel() | setup.cancel_all()
+        if not stopped:
+            self.report({"INFO"}, "nothing is running")
+            return {"CANCELLED"}
+        self.report({"INFO"}, "cancelling after the current frame")
+        return {"FINISHED"}
+
+
+class TAM_OT_frame_jump(bpy.types.Operator):
+    """Go to a doubtful frame to check and correct it"""
+
+    bl_idname = "tam.frame_jump"
+    bl_label = "Jump to Frame"
+    bl_options = {"REGISTER"}
+
+    index: IntProperty(name="Index", default=-1, description="Entry of the doubtful list (-1 = selected)")
+
+    def execute(self, context) -> set[str]:
+        state = context.scene.tam
+        i = self.index if self.index >= 0 else state.active_doubtful
+        if not 0 <= i < len(state.doubtful):
+            return {"CANCELLED"}
+        item = state.doubtful[i]
+        context.scene.frame_set(item.frame)
+        obj_item = state.object_by_id(item.obj_id)
+        if obj_item is not None:
+            state.active_object = list(state.objects).index(obj_item)
+        return {"FINISHED"}
+
+
+CLASSES = (
+    TAM_OT_session_new,
+    TAM_OT_object_add,
+    TAM_OT_object_remove,
+    TAM_OT_prompt_add,
+    TAM_OT_box_add,
+    TAM_OT_prompts_clear,
+    TAM_OT_track,
+    TAM_OT_cancel,
+    TAM_OT_frame_jump,
+)

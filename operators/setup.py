@@ -1,0 +1,262 @@
+"""Setting up the worker: create its Python environment, download the checkpoints.
+
+Both run as child processes (``subprocess.Popen``) whose output is read by a thread and
+shown, a line at a time, in the preferences; a ``bpy.app.timers`` callback polls them, so
+Blender never blocks, and ``tam.cancel`` stops them.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, StringProperty
+
+from ..tam_blender_addon.client import LAUNCH
+from . import runtime
+
+# The worker's packages, pinned as in pyproject.toml (a test keeps the two equal).
+WORKER_REQUIREMENTS = (
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "segment-anything==1.0",
+    "numpy>=1.26,<2",
+    "opencv-python-headless==4.11.0.86",
+    "imageio-ffmpeg>=0.5",
+    "einops>=0.7",
+)
+# the checkpoints each backend needs (names of models/weights.py)
+NEURAL_CHECKPOINTS = ("sam_{sam}", "xmem", "e2fgvi_hq")
+CHECKPOINT_LABELS = {"sam": "SAM", "xmem": "XMem", "e2fgvi_hq": "E2FGVI-HQ"}
+
+
+@dataclass
+class Task:
+    """A chain of commands run one after another in a child process."""
+
+    label: str
+    steps: list[list[str]]
+    step: int = 0
+    proc: subprocess.Popen | None = None
+    lines: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+    started: float = field(default_factory=time.monotonic)
+    result: str = ""  # '' while running, then 'done' / 'failed: ...' / 'cancelled'
+    cancelled: bool = False
+
+    @property
+    def last_line(self) -> str:
+        """The latest output line (progress of pip or of the download)."""
+        return self.lines[-1] if self.lines else ""
+
+
+TASKS: dict[str, Task] = {}
+
+
+def _reader(task: Task, stream) -> None:
+    """Collect the child's output lines (carriage-return progress counts as lines)."""
+    buf = b""
+    while True:
+        chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
+        if not chunk:
+            break
+        buf += chunk
+        parts = buf.replace(b"\r", b"\n").split(b"\n")
+        buf = parts.pop()
+        for part in parts:
+            text = part.decode("utf-8", "replace").strip()
+            if text:
+                task.lines.append(text)
+    if buf.strip():
+        task.lines.append(buf.decode("utf-8", "replace").strip())
+
+
+def _spawn(task: Task) -> None:
+    """Start the current step of `task`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+    env["PYTHONUNBUFFERED"] = "1"
+    task.proc = subprocess.Popen(task.steps[task.step], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=env)
+    threading.Thread(target=_reader, args=(task, task.proc.stdout), daemon=True).start()
+
+
+def poll_task(key: str) -> float | None:
+    """Advance task `key`: next step when one ends; the timer interval, None when over."""
+    task = TASKS.get(key)
+    if task is None or task.result:
+        return None
+    code = task.proc.poll() if task.proc is not None else None
+    if code is None:
+        if task.cancelled:
+            task.proc.terminate()
+        runtime.redraw()
+        return 0.25
+    if task.cancelled:
+        task.result = "cancelled"
+    elif code != 0:
+        task.result = f"failed ({task.last_line or f'exit code {code}'})"
+    elif task.step + 1 < len(task.steps):
+        task.step += 1
+        _spawn(task)
+        return 0.25
+    else:
+        task.result = "done"
+    runtime.redraw()
+    return None
+
+
+def start_task(key: str, label: str, steps: list[list[str]]) -> Task:
+    """Run `steps` in the background under `key` (one task per key at a time)."""
+    old = TASKS.get(key)
+    if old is not None and not old.result:
+        raise RuntimeError(f"{old.label} is already running")
+    task = Task(label, steps)
+    TASKS[key] = task
+    try:
+        _spawn(task)
+    except OSError as exc:
+        task.result = f"failed ({exc})"
+        return task
+    if bpy.app.background:
+        while poll_task(key) is not None:
+            time.sleep(0.1)
+    else:
+        bpy.app.timers.register(lambda: poll_task(key), first_interval=0.25)
+    return task
+
+
+def cancel_all() -> bool:
+    """Ask every running setup task to stop; True if one was running."""
+    running = [t for t in TASKS.values() if not t.result]
+    for t in running:
+        t.cancelled = True
+    return bool(running)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def checkpoint_status(s: runtime.Settings) -> tuple[list[str], list[str]]:
+    """(installed, missing) checkpoint names of the neural backend in the checkpoint folder."""
+    from ..models.weights import path as checkpoint_path
+
+    installed, missing = [], []
+    for name in NEURAL_CHECKPOINTS:
+        name = name.format(sam=s.sam_model)
+        (installed if checkpoint_path(name, s.checkpoint_dir).is_file() else missing).append(name)
+    return installed, missing
+
+
+def _label(name: str) -> str:
+    return CHECKPOINT_LABELS.get(name.split("_vit")[0], name)
+
+
+def status_line(s: runtime.Settings) -> str:
+    """What works, in words an editor understands, and the one thing to click if not."""
+    python = runtime.worker_python(s)
+    if not Path(python).is_file():
+        return f"Worker Python not found ({python}): set it or click Create Environment"
+    parts = ["Ready: classic backend."]
+    _, missing = checkpoint_status(s)
+    if missing:
+        what = ", ".join(_label(m) for m in missing)
+        plural = "s" if len(missing) > 1 else ""
+        parts.append(f"Neural: {what} checkpoint{plural} missing — click Download")
+    else:
+        parts.append("Neural: ready.")
+    if runtime.RT.client is not None and runtime.RT.client.alive:
+        info = runtime.RT.client.info
+        devices = info.get("devices") or info.get("device") or ""
+        parts.append(f"Worker running (torch {info.get('torch', '?')}{', ' + str(devices) if devices else ''}).")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- operators
+
+
+class TAM_OT_worker_env_create(bpy.types.Operator):
+    """Create a Python environment with torch for the worker (downloads about 1-3 GB)"""
+
+    bl_idname = "tam.worker_env_create"
+    bl_label = "Create Environment"
+    bl_options = {"REGISTER"}
+
+    base_python: StringProperty(name="Base Python", subtype="FILE_PATH",
+                                description="Python 3.11 to build the environment from (default: Blender's)")
+    location: StringProperty(name="Folder", subtype="DIR_PATH",
+                             description="Where to create it (default: the add-on's user folder)")
+    requirements: StringProperty(name="Packages", default=" ".join(WORKER_REQUIREMENTS),
+                                 description="Pinned packages to install, separated by spaces")
+    with_pip: BoolProperty(name="With pip", default=True, description="Install pip into the environment")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        task = TASKS.get("env")
+        if task is not None and not task.result:
+            cls.poll_message_set("The environment is being created")
+            return False
+        return True
+
+    def execute(self, context) -> set[str]:
+        base = bpy.path.abspath(self.base_python) if self.base_python else sys.executable
+        where = Path(bpy.path.abspath(self.location)) if self.location else runtime.env_python().parents[1]
+        python = where / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+        steps = [[base, "-m", "venv", *([] if self.with_pip else ["--without-pip"]), str(where)]]
+        packages = self.requirements.split()
+        if packages:
+            if not bpy.app.online_access:
+                self.report({"ERROR"}, "Online access is off (Preferences > System > Network): "
+                                       "allow it to install the worker's packages")
+                return {"CANCELLED"}
+            steps.append([str(python), "-m", "pip", "install", "--progress-bar", "off", *packages])
+        task = start_task("env", "Creating the worker environment", steps)
+        if task.result and task.result != "done":
+            self.report({"ERROR"}, f"{task.label}: {task.result}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{task.label} in {where}" + (": done" if task.result == "done" else "..."))
+        return {"FINISHED"}
+
+
+class TAM_OT_weights_download(bpy.types.Operator):
+    """Download and verify the official checkpoints of the neural backend"""
+
+    bl_idname = "tam.weights_download"
+    bl_label = "Download Checkpoints"
+    bl_options = {"REGISTER"}
+
+    names: StringProperty(name="Checkpoints", description="Names separated by spaces (default: the missing ones)")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        task = TASKS.get("weights")
+        if task is not None and not task.result:
+            cls.poll_message_set("Checkpoints are being downloaded")
+            return False
+        return True
+
+    def execute(self, context) -> set[str]:
+        if not bpy.app.online_access:
+            self.report({"ERROR"}, "Online access is off (Preferences > System > Network): "
+                                   "allow it to download the checkpoints")
+            return {"CANCELLED"}
+        s = runtime.settings(context)
+        names = self.names.split() or checkpoint_status(s)[1]
+        if not names:
+            self.report({"INFO"}, "all checkpoints are installed")
+            return {"FINISHED"}
+        cmd = [runtime.worker_python(s), str(LAUNCH), "cli", "weights", "download", *names, "--dir", s.checkpoint_dir]
+        task = start_task("weights", "Downloading checkpoints", [cmd])
+        if task.result and task.result != "done":
+            self.report({"ERROR"}, f"{task.label}: {task.result}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{task.label}: {' '.join(names)}")
+        return {"FINISHED"}
+
+
+CLASSES = (TAM_OT_worker_env_create, TAM_OT_weights_download)

@@ -1,0 +1,111 @@
+"""The click tool: click or drag on the sequencer preview to prompt the active object.
+
+Left click = positive point, Shift+click or right click = negative point, left drag =
+box, Esc or Enter = done. Mouse positions go through `click_map.region_to_source`, the
+plain-math chain that is tested without a display.
+"""
+
+from __future__ import annotations
+
+import bpy
+
+from ..operators.session_ops import find_strip
+from .click_map import Placement, inside_source, placement_from_strip, region_to_source
+
+DRAG_PX = 6  # a press and release further apart than this is a box
+
+
+def preview_region_at(context, mouse_x: int, mouse_y: int):
+    """(area, region) of the sequencer preview under the window position, or (None, None)."""
+    for area in context.screen.areas:
+        if area.type != "SEQUENCE_EDITOR":
+            continue
+        for region in area.regions:
+            if region.type == "PREVIEW" and (
+                region.x <= mouse_x < region.x + region.width and region.y <= mouse_y < region.y + region.height
+            ):
+                return area, region
+    return None, None
+
+
+def view_rect(region) -> tuple[float, float, float, float]:
+    """The view coordinates at the region's corners (View2D ``cur``)."""
+    v2d = region.view2d
+    x0, y0 = v2d.region_to_view(0, 0)
+    x1, y1 = v2d.region_to_view(region.width, region.height)
+    return x0, y0, x1, y1
+
+
+class TAM_OT_click_tool(bpy.types.Operator):
+    """Click objects in the preview: left = include, Shift/right = exclude, drag = box, Esc = done"""
+
+    bl_idname = "tam.click_tool"
+    bl_label = "Click Objects"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        state = getattr(context.scene, "tam", None)
+        if state is None or not state.session_path or state.active is None:
+            cls.poll_message_set("Make a session and add an object first")
+            return False
+        return not bpy.app.background
+
+    def _placement(self, context) -> Placement | None:
+        state = context.scene.tam
+        strip = find_strip(context.scene, state.strip_name)
+        if strip is None:
+            return None
+        return placement_from_strip(strip, context.scene, state.source_width, state.source_height)
+
+    def _to_source(self, context, event) -> tuple[float, float] | None:
+        area, region = preview_region_at(context, event.mouse_x, event.mouse_y)
+        place = self._placement(context)
+        if region is None or place is None:
+            return None
+        rx, ry = event.mouse_x - region.x, event.mouse_y - region.y
+        x, y = region_to_source(rx, ry, region.width, region.height, view_rect(region), place)
+        return (x, y) if inside_source(place, x, y) else None
+
+    def invoke(self, context, event) -> set[str]:
+        self._press = None
+        context.window_manager.modal_handler_add(self)
+        context.workspace.status_text_set("Track Anything: click = include, Shift/right click = exclude, "
+                                          "drag = box, Esc = done")
+        return {"RUNNING_MODAL"}
+
+    def _done(self, context) -> set[str]:
+        context.workspace.status_text_set(None)
+        return {"FINISHED"}
+
+    def modal(self, context, event) -> set[str]:
+        if event.type in {"ESC", "RET"} and event.value == "PRESS":
+            return self._done(context)
+        if event.type not in {"LEFTMOUSE", "RIGHTMOUSE"}:
+            return {"PASS_THROUGH"}
+        area, region = preview_region_at(context, event.mouse_x, event.mouse_y)
+        if region is None:
+            return {"PASS_THROUGH"}  # clicks elsewhere (the sidebar, the timeline) work as usual
+        point = self._to_source(context, event)
+        state = context.scene.tam
+        obj = state.active.obj_id if state.active else 0
+        if event.type == "RIGHTMOUSE" and event.value == "PRESS":
+            if point is not None:
+                bpy.ops.tam.prompt_add(object_id=obj, x=point[0], y=point[1], positive=False)
+            return {"RUNNING_MODAL"}
+        if event.value == "PRESS":
+            self._press = (event.mouse_x, event.mouse_y, point)
+            return {"RUNNING_MODAL"}
+        if event.value == "RELEASE" and self._press is not None:
+            px, py, start = self._press
+            self._press = None
+            dragged = abs(event.mouse_x - px) > DRAG_PX or abs(event.mouse_y - py) > DRAG_PX
+            if dragged and start is not None and point is not None:
+                bpy.ops.tam.box_add(object_id=obj, x0=start[0], y0=start[1], x1=point[0], y1=point[1])
+            elif point is not None:
+                bpy.ops.tam.prompt_add(object_id=obj, x=point[0], y=point[1], positive=not event.shift)
+            area.tag_redraw()
+        return {"RUNNING_MODAL"}
+
+
+CLASSES = (TAM_OT_click_tool,)

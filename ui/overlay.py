@@ -1,0 +1,153 @@
+"""Masks in object colours and the clicks, drawn over the sequencer preview (gpu module).
+
+The draw handler is added on register but never in background mode; shaders, textures
+and batches are created lazily on the first draw (the gpu module cannot make them
+headless). Masks are read from the session folder (read-only) and cached per frame.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+import numpy as np
+
+from ..operators.session_ops import find_strip
+from .click_map import placement_from_strip, source_to_view
+
+MAX_TEXTURE_SIDE = 1024  # the overlay is a preview: masks are shown at most this large
+ALPHA = 0.45
+
+_handle = None
+_cache: dict = {"key": None, "texture": None}
+_sessions: dict = {}
+
+
+def _session(path: str):
+    """A read-only session handle per folder, kept between draws (it follows the writer)."""
+    s = _sessions.get(path)
+    if s is None:
+        from ..tam_blender_addon.session import Session
+
+        s = Session.open(path, writable=False)
+        _sessions[path] = s
+    return s
+
+
+def overlay_rgba(labels: np.ndarray, colors: dict[int, tuple[float, float, float]],
+                 max_side: int = MAX_TEXTURE_SIDE, alpha: float = ALPHA) -> np.ndarray:
+    """Float RGBA (h, w, 4), rows bottom-up, of the visible objects' masks in their colours."""
+    step = max(1, int(np.ceil(max(labels.shape) / max_side)))
+    lab = labels[::step, ::step]
+    rgba = np.zeros(lab.shape + (4,), np.float32)
+    for obj, color in colors.items():
+        m = lab == obj
+        rgba[m, :3] = color
+        rgba[m, 3] = alpha
+    return np.ascontiguousarray(rgba[::-1])
+
+
+def _texture(state, path: str, src: int):
+    """GPU texture of the masks on source frame `src` (cached; None if nothing to show)."""
+    import gpu
+
+    session = _session(path)
+    mask_file = os.path.join(path, "masks", f"f{src:06d}.npz")
+    try:
+        stamp = os.stat(mask_file).st_mtime_ns
+    except OSError:
+        return None
+    colors = {o.obj_id: tuple(o.color) for o in state.objects if o.visible}
+    key = (path, src, stamp, tuple(sorted(colors.items())))
+    if _cache["key"] == key:
+        return _cache["texture"]
+    rec = session.read_mask(src)
+    texture = None
+    if rec is not None and colors:
+        rgba = overlay_rgba(rec.labels, colors)
+        h, w = rgba.shape[:2]
+        buf = gpu.types.Buffer("FLOAT", w * h * 4, rgba.ravel())
+        texture = gpu.types.GPUTexture((w, h), format="RGBA16F", data=buf)
+    _cache["key"], _cache["texture"] = key, texture
+    return texture
+
+
+def draw() -> None:
+    """Draw handler (POST_VIEW of the sequencer preview): mask texture, then the clicks."""
+    context = bpy.context
+    scene = context.scene
+    state = getattr(scene, "tam", None)
+    if state is None or not state.session_path or not state.objects:
+        return
+    frame = scene.frame_current
+    if not state.scene_start <= frame < state.scene_start + state.length:
+        return
+    strip = find_strip(scene, state.strip_name)
+    if strip is None:
+        return
+    import gpu
+    from gpu_extras.batch import batch_for_shader
+
+    path = bpy.path.abspath(state.session_path)
+    src = state.scene_to_source(frame)
+    place = placement_from_strip(strip, scene, state.source_width, state.source_height)
+    try:
+        texture = _texture(state, path, src)
+    except Exception as exc:  # noqa: BLE001 - a damaged mask must not break drawing
+        print(f"Track Anything overlay: {exc}")
+        return
+    gpu.state.blend_set("ALPHA")
+    if texture is not None:
+        w, h = state.source_width, state.source_height
+        corners = [source_to_view(place, x, y) for x, y in ((0, h), (w, h), (w, 0), (0, 0))]
+        shader = gpu.shader.from_builtin("IMAGE")
+        batch = batch_for_shader(shader, "TRI_FAN", {"pos": corners, "texCoord": ((0, 0), (1, 0), (1, 1), (0, 1))})
+        shader.bind()
+        shader.uniform_sampler("image", texture)
+        batch.draw(shader)
+    session = _session(path)
+    visible = {o.obj_id for o in state.objects if o.visible}
+    pos, neg, boxes = [], [], []
+    for p in session.prompts(frame=src):
+        if p.obj not in visible:
+            continue
+        if hasattr(p, "positive"):
+            (pos if p.positive else neg).append(source_to_view(place, p.x, p.y))
+        else:
+            boxes.append([source_to_view(place, x, y) for x, y in
+                          ((p.x0, p.y0), (p.x1, p.y0), (p.x1, p.y1), (p.x0, p.y1))])
+    shader = gpu.shader.from_builtin("UNIFORM_COLOR")
+    gpu.state.point_size_set(9.0)
+    for points, color in ((pos, (0.2, 1.0, 0.3, 1.0)), (neg, (1.0, 0.25, 0.2, 1.0))):
+        if points:
+            batch = batch_for_shader(shader, "POINTS", {"pos": points})
+            shader.bind()
+            shader.uniform_float("color", color)
+            batch.draw(shader)
+    for box in boxes:
+        batch = batch_for_shader(shader, "LINE_LOOP", {"pos": box})
+        shader.bind()
+        shader.uniform_float("color", (1.0, 0.9, 0.2, 1.0))
+        batch.draw(shader)
+    gpu.state.point_size_set(1.0)
+    gpu.state.blend_set("NONE")
+
+
+def register() -> None:
+    """Add the draw handler (not in background mode: nothing draws there)."""
+    global _handle
+    if bpy.app.background or _handle is not None:
+        return
+    _handle = bpy.types.SpaceSequenceEditor.draw_handler_add(draw, (), "PREVIEW", "POST_VIEW")
+
+
+def unregister() -> None:
+    """Remove the draw handler and drop cached textures and session handles."""
+    global _handle
+    if _handle is not None:
+        bpy.types.SpaceSequenceEditor.draw_handler_remove(_handle, "PREVIEW")
+        _handle = None
+    _cache.update(key=None, texture=None)
+    for s in _sessions.values():
+        s.close()
+    _sessions.clear()
