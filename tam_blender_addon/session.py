@@ -87,12 +87,24 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _replace(tmp: str, path: Path) -> None:
+    """os.replace, retried briefly on Windows where a reader holding the target blocks it."""
+    for attempt in range(20):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            if not sys.platform.startswith("win") or attempt == 19:
+                raise
+            time.sleep(0.05)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -923,7 +935,10 @@ class Session:
                 raise ValueError(f"unknown kind {kind!r}")
         except FileNotFoundError:
             return None
-        except Exception as e:  # noqa: BLE001 - any damage means "no usable mask"
+        except OSError as e:  # the file is there but cannot be opened now: not damage
+            logger.warning("session %s: mask of frame %d cannot be read now (%s)", self.path, f, e)
+            return None
+        except Exception as e:  # noqa: BLE001 - bad zip, missing keys, wrong shapes: damage
             self._set_aside_bad_mask(p, f, e)
             return None
         return MaskRecord(f, labels, obj_ids, {i: float(c) for i, c in zip(obj_ids, conf_arr, strict=True)}, kind)
