@@ -225,6 +225,7 @@ class Job:
     thread: threading.Thread | None = None
     polls_stop: bool = False  # the engine generator was given should_stop
     seen_cancel: bool = False  # a progress event was sent after the cancel was set
+    finished: threading.Event = field(default_factory=threading.Event)  # set just before the answer
 
 
 def worker_version() -> str:
@@ -351,6 +352,10 @@ class Worker:
 
     def _report_crash(self, req: int | None, cmd: str, exc: BaseException) -> None:
         """An unexpected exception: error event with the traceback, logged everywhere we log."""
+        self.channel.send(req, "error", self._crash_data(req, cmd, exc))
+
+    def _crash_data(self, req: int | None, cmd: str, exc: BaseException) -> dict[str, Any]:
+        """Log an unexpected exception (worker log, session log); the error event's data."""
         tb = "".join(traceback.format_exception(exc))
         first = (str(exc).strip().splitlines() or [""])[0]
         message = f"{cmd} failed: {type(exc).__name__}: {first}".rstrip(": ")
@@ -360,12 +365,12 @@ class Worker:
                 self.session.log("worker_error", cmd=cmd, req=req, message=message, traceback=tb)
             except Exception:  # noqa: BLE001 - the session itself may be what broke
                 LOG.exception("could not write the error to the session log")
-        self.channel.send(req, "error", {"message": message, "error": type(exc).__name__, "traceback": tb})
+        return {"message": message, "error": type(exc).__name__, "traceback": tb}
 
     def _busy(self) -> Job | None:
         """The running long job, if any."""
         job = self.job
-        if job is not None and job.thread is not None and job.thread.is_alive():
+        if job is not None and not job.finished.is_set():
             return job
         return None
 
@@ -561,7 +566,11 @@ class Worker:
             job.thread = threading.Thread(target=self._run_job, args=(job, params), name=f"tam-{cmd}-{req}",
                                           daemon=True)
             self.job = job
-            job.thread.start()
+            try:
+                job.thread.start()
+            except BaseException:
+                job.finished.set()
+                raise
 
     def _job_steps(self, job: Job, params: dict[str, Any]) -> Any:
         """The engine generator (or, for shapes, the writer's return value) of `job`."""
@@ -577,10 +586,12 @@ class Worker:
             extra = {"should_stop": stop} if job.polls_stop else {}
             return engine.export(params["format"], params["out"], **_given(params, "frames"), **extra)
         if job.cmd == "refine":
-            refine = getattr(engine, "refine_frames", None) or getattr(engine, "run_refine", None)
+            # Looked up on the class: Engine also has an instance flag named `refine`
+            # (refine while tracking) that would shadow the method on the instance.
+            refine = getattr(type(engine), "refine", None)
             if not callable(refine):
                 raise InputError("refine: this engine has no separate refine job (tracking refines as it goes)")
-            return refine(**_given(params, "frames"), should_stop=stop)
+            return refine(engine, **_given(params, "frames"), should_stop=stop)
         if job.cmd == "shapes":
             try:
                 from .matte_shapes import write_shapes
@@ -590,7 +601,13 @@ class Worker:
         raise ProtocolError(f"unknown long job {job.cmd!r}")
 
     def _run_job(self, job: Job, params: dict[str, Any]) -> None:
-        """Iterate the job, one progress event per Progress; end with result or error."""
+        """Run the job to its end, then send its result or error."""
+        kind, data = self._job_outcome(job, params)
+        job.finished.set()  # before the answer: a request sent on receipt of it must not find us busy
+        self.channel.send(job.req, kind, data)
+
+    def _job_outcome(self, job: Job, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Iterate the job, one progress event per Progress; ("result"|"error", data)."""
         t0 = time.monotonic()
         last = None
         count = 0
@@ -621,17 +638,16 @@ class Worker:
             total = int(getattr(last, "total", count)) if last is not None else 0
             if job.cancel.is_set() and (stopped_early or done < total):
                 raise Cancelled(f"{job.cmd} cancelled after {done} of {total} frames; finished frames are kept")
-            result = {"cmd": job.cmd, "done": done, "total": total, "progress_events": count,
-                      "seconds": round(time.monotonic() - t0, 3), **result}
             LOG.info("%s (request %d) finished: %d/%d in %.1fs", job.cmd, job.req, done, total,
                      time.monotonic() - t0)
-            self.channel.send(job.req, "result", result)
+            return "result", {"cmd": job.cmd, "done": done, "total": total, "progress_events": count,
+                              "seconds": round(time.monotonic() - t0, 3), **result}
         except TamError as exc:
             LOG.info("%s (request %d) ended: %s", job.cmd, job.req, exc)
-            self.channel.send(job.req, "error", {"message": str(exc), "error": type(exc).__name__,
-                                                 "done": int(getattr(last, "done", 0) or 0)})
+            return "error", {"message": str(exc), "error": type(exc).__name__,
+                             "done": int(getattr(last, "done", 0) or 0)}
         except Exception as exc:  # noqa: BLE001 - reported with its traceback
-            self._report_crash(job.req, job.cmd, exc)
+            return "error", self._crash_data(job.req, job.cmd, exc)
 
 
 # --------------------------------------------------------------------------- main

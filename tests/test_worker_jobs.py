@@ -169,6 +169,15 @@ def test_user_errors_come_back_as_their_class_without_traceback(worker, clip, tm
         worker.call("track", direction="sideways", timeout=60)
 
 
+def test_refine_job_reports_one_progress_per_frame(worker, clip, tmp_path):
+    _prepare(worker, clip, tmp_path / "s")
+    worker.call("track", start=0, end=5, direction="forward", timeout=300)
+    progress = []
+    result = worker.call("refine", frames=[1, 2, 3], on_event=progress.append, timeout=300)
+    assert [(e.data["stage"], e.data["frame"]) for e in progress] == [("refine", 1), ("refine", 2), ("refine", 3)]
+    assert (result["cmd"], result["done"], result["total"]) == ("refine", 3, 3)
+
+
 def test_shapes_command_writes_the_mask_shapes_file(worker, clip, tmp_path):
     _prepare(worker, clip, tmp_path / "s")
     worker.call("track", start=0, end=5, direction="forward", timeout=300)
