@@ -255,7 +255,9 @@ class WorkerClient:
                 proc.stdin.write(line)
                 proc.stdin.flush()
             except (BrokenPipeError, OSError, ValueError):
-                self._wait_exit(2.0)
+                if self._stopping:
+                    raise TamError("the worker has been shut down") from None
+                self._wait_exit(2.0)  # a broken pipe: the worker is dying, learn its exit code
                 raise TamError(self._exit_message()) from None
         return req
 
@@ -294,7 +296,8 @@ class WorkerClient:
         """Send `cmd` and wait for its result; progress/warnings go to `on_event`.
 
         Raises TamError (the subclass the worker named) on an error event, when the
-        worker exits, or after `timeout` seconds without an answer.
+        worker exits, or after `timeout` seconds without an answer (a job then keeps
+        running in the worker: `cancel` it; its later events go to `poll`).
         """
         req = next(self._ids)
         box: queue.Queue[Event] = queue.Queue()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +144,15 @@ def test_error_events_become_the_named_error_class():
     assert type(error_from_event(Event("error", 4, {"message": "m", "error": "ProtocolError"}))) is ProtocolError
     crash = error_from_event(Event("error", 4, {"message": "boom", "error": "ZeroDivisionError", "traceback": "tb"}))
     assert type(crash) is errors.TamError and crash.event.data["traceback"] == "tb"
+
+
+def test_client_side_imports_neither_numpy_nor_torch():
+    # client.py and protocol.py run inside Blender's Python, which has no torch.
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import conftest, track_anything.tam_blender_addon.client; "
+        "heavy = sorted(m for m in ('numpy', 'torch', 'cv2') if m in sys.modules); print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
