@@ -16,6 +16,7 @@ scaled to 0..255 (NaN -> 0). Grey images are repeated to RGB and alpha is droppe
 from __future__ import annotations
 
 import glob as _glob
+import logging
 import os
 import re
 import threading
@@ -39,6 +40,10 @@ DEFAULT_TIMEOUT = 30.0  # seconds to wait for ffmpeg's header or for one frame
 DEFAULT_IMAGE_FPS = 24.0
 
 _PRINTF_RE = re.compile(r"%(0?)(\d*)d")
+# ffmpeg log lines that mean the stream itself is damaged (not just a warning).
+_DAMAGE_RE = re.compile(r"corrupt|invalid data|error submitting|error while decoding|truncat|concealing", re.I)
+
+logger = logging.getLogger(__name__)
 
 
 def natural_key(s: str) -> list:
@@ -109,6 +114,7 @@ class FrameSource:
         self._cache_frames = max(1, int(cache_frames))
         self._lock = threading.RLock()
         self._last_request: int | None = None  # previous get() index (spots backward stepping)
+        self.warnings: list[str] = []  # non-fatal problems found while opening, for the user
         self.closed = False
 
     def __len__(self) -> int:
@@ -266,7 +272,7 @@ def _ffmpeg_reason(text: str) -> str:
     msgs: list[str] = []
     for line in text.splitlines():
         line = line.strip()
-        m = re.match(r"^\[[^\]]*\]\s*(.+)$", line)
+        m = re.match(r"^(?:\[[^\]]*\]\s*)+(.+)$", line)
         msg = m.group(1) if m else (line if line.lower().startswith(("error", "could not")) else "")
         msg = msg.removeprefix("Error opening input: ").strip()
         if msg and msg not in msgs and not msg.startswith("==="):
@@ -283,6 +289,7 @@ class _Reader:
         self.timeout = timeout
         self.next_index = start
         self.process: Any = None
+        self.log_catcher: Any = None
         self.dead = False
         input_params: list[str] = []
         output_params: list[str] = []
@@ -306,11 +313,22 @@ class _Reader:
             raise
 
     def _grab_process(self) -> None:
-        """Find the ffmpeg process of the generator so a stuck read can be ended by killing it."""
+        """Find the generator's ffmpeg process (to kill a stuck read) and its stderr catcher."""
         if self.process is None:
             frame = getattr(self.gen, "gi_frame", None)
             if frame is not None:
                 self.process = frame.f_locals.get("process")
+                self.log_catcher = frame.f_locals.get("log_catcher")
+
+    def damage_lines(self) -> list[str]:
+        """ffmpeg stderr lines (of the last ones kept) that report a damaged stream."""
+        if self.log_catcher is None:
+            return []
+        try:
+            text = self.log_catcher.get_text(0.2)
+        except Exception:  # noqa: BLE001 - diagnostics only
+            return []
+        return [ln.strip() for ln in text.splitlines() if _DAMAGE_RE.search(ln)]
 
     def _next(self, what: str) -> Any:
         """next(gen) with a timeout; StopIteration passes through, other failures become MediaError."""
@@ -424,23 +442,39 @@ class VideoSource(FrameSource):
                 probe.close()
 
     def _count_frames(self, estimate: int) -> int:
-        """Exact frame count: check the frames around the container's estimate, else count them all."""
+        """Exact frame count: decode the last frames near the container's estimate (stepping back
+        if the picture ends earlier), else count from the start.
+
+        A count well below the estimate is an error when ffmpeg reported damage (a truncated
+        or corrupt file); without damage it is a stream that is simply shorter than the
+        container (longer audio), kept with a warning.
+        """
+        counted: int | None = None
+        damage: list[str] = []
         if estimate > 0:
-            start = max(0, estimate - 2)
-            n = self._count_from(start)
-            if n > 0 and abs(start + n - estimate) <= max(2, estimate // 100):
-                return start + n
-        counted = self._count_from(0)
-        tolerance = max(2, estimate // 100)
-        if estimate > 0 and counted < estimate - tolerance:
-            raise MediaError(
-                f"video {self.path} is truncated or corrupt: only {counted} of about {estimate} "
-                f"frames can be decoded (frame {counted} fails)"
-            )
+            for back in (2, 16, 128, 1024):
+                start = max(0, estimate - back)
+                n, damage = self._count_from(start)
+                if n > 0 or start == 0:
+                    counted = start + n
+                    break
+        if counted is None:
+            counted, damage = self._count_from(0)
+        if estimate > 0 and counted < estimate - max(2, estimate // 100):
+            if damage:
+                reason = _ffmpeg_reason(damage[-1])
+                raise MediaError(
+                    f"video {self.path} is truncated or corrupt: only {counted} of about {estimate} "
+                    f"frames can be decoded (frame {counted} fails: {reason})"
+                )
+            msg = (f"video {self.path}: the picture ends after {counted} frames, {estimate - counted} "
+                   "before the container's duration (other streams are longer)")
+            self.warnings.append(msg)
+            logger.warning(msg)
         return counted
 
-    def _count_from(self, start: int) -> int:
-        """How many frames decode from `start` to the end (0 if `start` is past the end)."""
+    def _count_from(self, start: int) -> tuple[int, list[str]]:
+        """How many frames decode from `start` to the end (0 if past the end), and damage reported."""
         reader = self._reader if (self._reader and not self._reader.dead
                                   and self._reader.next_index == start) else None
         if reader is None:
@@ -451,9 +485,10 @@ class VideoSource(FrameSource):
         try:
             while reader.read_frame(self.width, self.height) is not None:
                 n += 1
+            damage = reader.damage_lines()
         finally:
             reader.close()
-        return n
+        return n, damage
 
     def _drop_reader(self) -> None:
         """Stop the running ffmpeg, if any."""

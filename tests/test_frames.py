@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import time
 from pathlib import Path
 
@@ -222,8 +223,20 @@ def test_truncated_avi_names_the_first_frame_that_cannot_be_decoded(videos, tmp_
     data = videos["mjpeg"].read_bytes()
     bad = tmp_path / "cut.avi"
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(MediaError, match=r"cut.avi is truncated or corrupt: only \d+ of about \d+ frames.*frame \d+ fails"):
+    with pytest.raises(MediaError, match=r"cut.avi is truncated or corrupt: only \d+ of about \d+ frames"
+                       r" can be decoded \(frame \d+ fails: [^\[]"):
         open_source(bad)
+
+
+def test_audio_longer_than_the_picture_is_not_mistaken_for_truncation(videos, tmp_path) -> None:
+    out = tmp_path / "with_audio.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(videos["h264"]),
+                    "-f", "lavfi", "-t", "4", "-i", "anullsrc=r=8000:cl=mono", "-c:v", "copy", "-c:a", "aac",
+                    str(out)], check=True, timeout=60)
+    with open_source(out) as src:
+        assert src.num_frames == N  # the container says 4 s = 100 frames
+        assert src.warnings and "ends after 60 frames" in src.warnings[0]
+        assert src.get(N - 1).shape == (H, W, 3)
 
 
 def test_garbage_in_the_middle_ends_in_a_media_error_not_a_hang(videos, tmp_path) -> None:
