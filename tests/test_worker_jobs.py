@@ -209,13 +209,18 @@ def test_kill_9_mid_track_then_resume_loses_nothing_and_redoes_at_most_one_frame
     first = WorkerClient()
     first.start(timeout=120)
     _prepare(first, clip, path)
-    req = first.request("track", direction="forward")
-    seen = _wait_for(first, lambda e: e.req == req and e.kind == "progress" and e.data["done"] >= 100, timeout=300)
-    os.kill(first.pid, signal.SIGKILL)
-    seen += _wait_for(first, lambda e: e.kind == "exited", timeout=60)
-    exited = seen[-1]
-    assert exited.data["returncode"] == -9 and exited.data["expected"] is False
-    assert not any(e.kind in ("result", "error") and e.req == req for e in seen)
+    killed: list[int] = []
+
+    def kill_at_frame_100(ev):
+        if ev.data["done"] >= 100 and not killed:
+            killed.append(ev.data["done"])
+            os.kill(first.pid, signal.SIGKILL)
+
+    with pytest.raises(TamError, match=r"worker exited unexpectedly \(code -9\)"):
+        first.call("track", direction="forward", on_event=kill_at_frame_100, timeout=300)
+    exited = [e for e in first.poll() if e.kind == "exited"]
+    assert len(exited) == 1 and exited[0].data["returncode"] == -9 and exited[0].data["expected"] is False
+    assert not first.alive
     first.shutdown()
     masks = path / "masks"
     before = {p.name: p.stat().st_mtime_ns for p in masks.glob("f*.npz")}
