@@ -35,6 +35,10 @@ from .session import SourceInfo  # noqa: E402
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp", ".webp", ".jp2", ".hdr", ".tga")
 CACHE_FRAMES = 8  # decoded frames kept (LRU)
+# Stepping backwards through a video decodes from the previous keyframe each time; one
+# seek therefore fills a larger block of frames, bounded by memory (not by video length).
+BACKWARD_BUDGET_BYTES = 128 * 2**20
+BACKWARD_MAX_FRAMES = 64
 FORWARD_REUSE = 32  # a forward jump up to this many frames decodes on instead of seeking
 DEFAULT_TIMEOUT = 30.0  # seconds to wait for ffmpeg's header or for one frame
 DEFAULT_IMAGE_FPS = 24.0
@@ -112,6 +116,7 @@ class FrameSource:
         self.num_frames = int(num_frames)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_frames = max(1, int(cache_frames))
+        self._capacity = self._cache_frames  # grows temporarily while stepping backwards
         self._lock = threading.RLock()
         self._last_request: int | None = None  # previous get() index (spots backward stepping)
         self.warnings: list[str] = []  # non-fatal problems found while opening, for the user
@@ -158,13 +163,18 @@ class FrameSource:
         arr.flags.writeable = False
         self._cache[i] = arr
         self._cache.move_to_end(i)
-        while len(self._cache) > self._cache_frames:
+        while len(self._cache) > self._capacity:
             self._cache.popitem(last=False)
 
     def get(self, index: int) -> np.ndarray:
         """Frame `index` as RGB uint8 (H, W, 3); MediaError naming the file and frame."""
         with self._lock:
             i = self._check_index(index)
+            stepping_back = self._last_request is not None and i == self._last_request - 1
+            if not stepping_back and self._capacity != self._cache_frames:
+                self._capacity = self._cache_frames  # leave the backward block: back to the small cache
+                while len(self._cache) > self._capacity:
+                    self._cache.popitem(last=False)
             hit = self._cache_get(i)
             if hit is not None:
                 self._last_request = i
@@ -502,8 +512,12 @@ class VideoSource(FrameSource):
         backwards = self._last_request is not None and index == self._last_request - 1
         if r is None or r.dead or not (r.next_index <= index <= r.next_index + FORWARD_REUSE):
             self._drop_reader()
-            # Stepping backwards: start a cache-full earlier so the next requests are hits.
-            start = max(0, index - (self._cache_frames - 1)) if backwards else index
+            start = index
+            if backwards:
+                # Stepping backwards: start a block earlier so the next requests are cache hits.
+                block = self._backward_block()
+                self._capacity = max(self._cache_frames, block)
+                start = max(0, index - (block - 1))
             r = self._reader = _Reader(self.path, start, self.fps, self.timeout)
         while True:
             at = r.next_index
@@ -521,6 +535,11 @@ class VideoSource(FrameSource):
             if at == index:
                 return arr
             self._cache_put(at, arr)
+
+    def _backward_block(self) -> int:
+        """Frames one backward seek decodes into the cache: as many as the memory budget allows."""
+        per_frame = max(1, self.width * self.height * 3)
+        return max(self._cache_frames, min(BACKWARD_MAX_FRAMES, BACKWARD_BUDGET_BYTES // per_frame))
 
     def info(self) -> SourceInfo:
         """Source description for the session."""

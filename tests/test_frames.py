@@ -132,13 +132,17 @@ def test_sequential_reads_reuse_one_ffmpeg_and_the_cache_stays_bounded(videos, m
         for i in range(0, N):
             src.get(i)
         assert len(spawned) == 1
+        assert len(src._cache) == frames_mod.CACHE_FRAMES
         src.get(N - 1)  # cache hit
-        src.get(30)  # a far jump: one seek
-        src.get(29)  # stepping backwards: one seek that reads 22..29 into the cache
-        for i in range(28, 21, -1):
-            src.get(i)
-        assert len(spawned) == 3 and spawned[1][0] == "-ss" and spawned[2][0] == "-ss"
-        assert len(src._cache) <= frames_mod.CACHE_FRAMES
+        src.get(50)  # a far jump back: one seek
+        assert len(spawned) == 2 and spawned[1][0] == "-ss"
+        src.get(49)  # stepping backwards: one more decode fills a block before 49 ...
+        for i in range(48, 0, -1):
+            src.get(i)  # ... so these are cache hits
+        assert len(spawned) == 3
+        assert len(src._cache) <= frames_mod.BACKWARD_MAX_FRAMES
+        src.get(55)  # forward again: the cache shrinks back
+        assert len(src._cache) == frames_mod.CACHE_FRAMES
 
 
 def test_returned_frames_are_private_copies(videos) -> None:
