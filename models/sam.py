@@ -96,15 +96,13 @@ def clean_mask(mask: np.ndarray, min_area: int) -> np.ndarray:
     if not keep.any():
         keep[1 + int(np.argmax(areas))] = True
     out = keep[lab]
-    inv = (~out).astype(np.uint8)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats((~out).astype(np.uint8), connectivity=4)
     h, w = out.shape
-    for i in range(1, n):
-        x, y, bw, bh, area = stats[i]
-        touches = x == 0 or y == 0 or x + bw == w or y + bh == h
-        if not touches and area < min_area:
-            out[lab == i] = True
-    return out
+    x, y, bw, bh, area = (stats[:, i] for i in range(5))
+    inside = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    fill = inside & (area < min_area)
+    fill[0] = False  # label 0 is the object itself
+    return out | fill[lab]
 
 
 def mask_to_prompt_logits(mask: np.ndarray, input_size: tuple[int, int], magnitude: float = LOGIT_MAGNITUDE) -> np.ndarray:
@@ -274,6 +272,7 @@ class SamSegmenter:
 
         self.predictor = SamPredictor(self.model)
         self.fast = False
+        self._low_precision = True  # autocast allowed on the fast path until it overflows
         self.set_fast(self.device.type == "cuda" if fast is None else bool(fast))
         self._cache = EmbeddingCache(self.cache_size)
         self._current: tuple | None = None
@@ -328,7 +327,7 @@ class SamSegmenter:
 
         import torch
 
-        if self.fast and self.device.type == "cuda":
+        if self.fast and self._low_precision and self.device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
@@ -366,13 +365,14 @@ class SamSegmenter:
         import torch
 
         t0 = time.perf_counter()
-        with torch.inference_mode(), self._autocast():
-            self.predictor.set_image(frame, image_format="RGB")
-        feats = self.predictor.features.float()
+        feats = self._embed(frame)
+        if not bool(torch.isfinite(feats).all()) and self._low_precision:
+            # reduced precision overflowed on this frame: redo it, and stay, in float32
+            self._low_precision = False
+            feats = self._embed(frame)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.last_embed_ms = (time.perf_counter() - t0) * 1000.0
-        self.embed_count += 1
         if not bool(torch.isfinite(feats).all()):
             self.predictor.reset_image()
             raise WeightsError(f"SAM {self.model_type} produced a non-finite image embedding (weights {self.weights_id})")
@@ -381,6 +381,15 @@ class SamSegmenter:
         self._cache.put(ck, entry)
         self._restore(entry)
         self._current = ck
+
+    def _embed(self, frame: np.ndarray):
+        """Run the official preprocessing + image encoder; the float32 embedding."""
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            self.predictor.set_image(frame, image_format="RGB")
+        self.embed_count += 1
+        return self.predictor.features.float()
 
     def _restore(self, e: _Embedding) -> None:
         p = self.predictor
