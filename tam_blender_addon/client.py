@@ -293,7 +293,8 @@ class WorkerClient:
         on_event: Callable[[Event], None] | None = None,
         **params: Any,
     ) -> dict[str, Any]:
-        """Send `cmd` and wait for its result; progress/warnings go to `on_event`.
+        """Send `cmd` and wait for its result; progress/warnings go to `on_event`
+        (without one, warnings and logs are left for `poll`).
 
         Raises TamError (the subclass the worker named) on an error event, when the
         worker exits, or after `timeout` seconds without an answer (a job then keeps
@@ -322,6 +323,8 @@ class WorkerClient:
                     raise error_from_event(event)
                 if on_event is not None:
                     on_event(event)
+                elif event.kind != "progress":  # warnings and logs stay visible to poll()
+                    self._queue.put(event)
         finally:
             with self._route_lock:
                 self._waiters.pop(req, None)

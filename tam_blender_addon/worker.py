@@ -40,7 +40,9 @@ from .protocol import (
     progress_data,
 )
 
-LOG = logging.getLogger("tam.worker")
+LOG = logging.getLogger(__name__)
+PACKAGE_LOGGER = __name__.split(".")[0]  # "track_anything": the worker, session, frames, engine loggers
+_current = threading.local()  # .req: the request the running thread works for
 ROOT = Path(__file__).resolve().parents[1]
 JOIN_ON_EXIT_S = 30.0  # how long a cancelled job may take to reach its next frame at exit
 
@@ -83,6 +85,28 @@ class EventChannel:
                 self._stream.close()
             except OSError:
                 pass
+
+
+class WarningForwarder(logging.Handler):
+    """Send WARNING+ records of the package's loggers to the client as warning events.
+
+    The event names the request the logging thread works for, so a warning during
+    `open_session` (e.g. a stale lock taken over) reaches the caller of that request.
+    """
+
+    def __init__(self, channel: EventChannel) -> None:
+        super().__init__(logging.WARNING)
+        self.channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == LOG.name:  # the worker's own complaints already went out as error events
+            return
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string must not break the worker
+            message = str(record.msg)
+        self.channel.send(getattr(_current, "req", None), "warning",
+                          {"message": message.splitlines()[0] if message else "", "logger": record.name})
 
 
 def _jsonable(value: Any) -> Any:
@@ -294,11 +318,12 @@ class Worker:
         """Append the worker's log (and every unexpected traceback) to `path`."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [worker %(process)d] %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(name)s %(process)d] %(message)s"))
+        package = logging.getLogger(PACKAGE_LOGGER)
         if self._log_handler is not None:
-            LOG.removeHandler(self._log_handler)
+            package.removeHandler(self._log_handler)
             self._log_handler.close()
-        LOG.addHandler(handler)
+        package.addHandler(handler)
         self._log_handler = handler
 
     def serve(self, requests: IO[bytes]) -> int:
@@ -336,6 +361,7 @@ class Worker:
     def handle(self, request: Request) -> None:
         """Run one request: short ones here, long ones in the job thread."""
         req, cmd = request.id, request.cmd
+        _current.req = req
         try:
             if cmd not in PARAMS:
                 raise ProtocolError(f"unknown command {cmd!r}")
@@ -349,6 +375,8 @@ class Worker:
             self.channel.send(req, "error", {"message": str(exc), "error": type(exc).__name__})
         except Exception as exc:  # noqa: BLE001 - reported to the client with its traceback
             self._report_crash(req, cmd, exc)
+        finally:
+            _current.req = None
 
     def _report_crash(self, req: int | None, cmd: str, exc: BaseException) -> None:
         """An unexpected exception: error event with the traceback, logged everywhere we log."""
@@ -602,6 +630,7 @@ class Worker:
 
     def _run_job(self, job: Job, params: dict[str, Any]) -> None:
         """Run the job to its end, then send its result or error."""
+        _current.req = job.req
         kind, data = self._job_outcome(job, params)
         job.finished.set()  # before the answer: a request sent on receipt of it must not find us busy
         self.channel.send(job.req, kind, data)
@@ -665,11 +694,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     requests, events = open_channels(args.events_fd, args.events_handle)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [worker] %(message)s"))
-    LOG.addHandler(handler)
-    LOG.setLevel(logging.INFO)
-    LOG.propagate = False
-    worker = Worker(EventChannel(events), log_path=args.log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s"))
+    channel = EventChannel(events)
+    package = logging.getLogger(PACKAGE_LOGGER)
+    package.addHandler(handler)  # worker, engine, session and frames logs: stderr -> the client's log
+    package.addHandler(WarningForwarder(channel))
+    package.setLevel(logging.INFO)
+    package.propagate = False
+    logging.captureWarnings(True)  # Python warnings (torch & co.) go to stderr as log lines
+    logging.getLogger("py.warnings").addHandler(handler)
+    worker = Worker(channel, log_path=args.log)
     try:
         return worker.serve(requests)
     except KeyboardInterrupt:

@@ -230,6 +230,8 @@ def test_kill_9_mid_track_then_resume_loses_nothing_and_redoes_at_most_one_frame
     second.start(timeout=120)
     try:
         second.call("open_session", path=str(path), timeout=120)  # takes over the dead worker's lock
+        warnings = [e for e in second.poll() if e.kind == "warning"]
+        assert any("stale lock" in e.data["message"] for e in warnings), warnings
         progress = []
         result = second.call("track", direction="forward", on_event=progress.append, timeout=300)
     finally:
