@@ -41,8 +41,13 @@ def test_similarity_is_negative_weighted_distance_times_shrinkage():
 
 def _store(n: int, objects: list[int]) -> KVStore:
     s = KVStore(count_usage=True)
-    s.add(torch.arange(n, dtype=torch.float32).view(1, 1, n), torch.arange(n).float().expand(len(objects), 1, n),
-          torch.ones(1, 1, n), None, objects)
+    s.add(
+        torch.arange(n, dtype=torch.float32).view(1, 1, n),
+        torch.arange(n).float().expand(len(objects), 1, n),
+        torch.ones(1, 1, n),
+        None,
+        objects,
+    )
     return s
 
 
@@ -67,8 +72,13 @@ def test_sieve_keeps_first_and_newest_and_leaves_short_groups_alone():
 
 def test_removing_newest_elements_keeps_group_alignment():
     s = _store(4, [1])
-    s.add(torch.full((1, 1, 2), 9.0), torch.stack([torch.full((1, 2), 5.0), torch.full((1, 2), 6.0)]),
-          torch.ones(1, 1, 2), None, [1, 2])
+    s.add(
+        torch.full((1, 1, 2), 9.0),
+        torch.stack([torch.full((1, 2), 5.0), torch.full((1, 2), 6.0)]),
+        torch.ones(1, 1, 2),
+        None,
+        [1, 2],
+    )
     s.remove_last(2)
     assert s.size == 4 and s.groups == [[1]] and s.v_size(0) == 4
 
@@ -79,8 +89,14 @@ def net():
 
 
 def test_consolidation_follows_the_official_size_rules_and_keeps_the_first_frame(net):
-    cfg = dict(mem_every=1, top_k=10, max_mid_term_frames=3, min_mid_term_frames=2, num_prototypes=8,
-               max_long_term_elements=20)
+    cfg = dict(
+        mem_every=1,
+        top_k=10,
+        max_mid_term_frames=3,
+        min_mid_term_frames=2,
+        num_prototypes=8,
+        max_long_term_elements=20,
+    )
     video = MovingTexture((64, 96), objects=2, seed=3)
     core = InferenceCore(net, cfg)
     core.set_all_labels([1, 2])

@@ -12,8 +12,9 @@ from track_anything.models.xmem.propagator import XMemPropagator, processing_siz
 from track_anything.tam_blender_addon.errors import InputError
 
 SIZE = (64, 96)
-CONSOLIDATING = dict(mem_every=1, max_mid_term_frames=3, min_mid_term_frames=2, num_prototypes=4,
-                     max_long_term_elements=12)
+CONSOLIDATING = dict(
+    mem_every=1, max_mid_term_frames=3, min_mid_term_frames=2, num_prototypes=4, max_long_term_elements=12
+)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,10 @@ def test_state_dict_has_the_manifest_keys_shapes_and_dtypes_in_order():
 
 def test_parameter_counts_match_the_manifest():
     net = network_from_state_dict(_zeros_like_manifest())
-    per_module = {name: sum(p.numel() for p in getattr(net, name).parameters()) for name in MANIFEST["top_level_modules"]}
+    per_module = {
+        name: sum(p.numel() for p in getattr(net, name).parameters())
+        for name in MANIFEST["top_level_modules"]
+    }
     assert per_module == MANIFEST["num_parameters_per_top_level_module"]
     assert sum(per_module.values()) == MANIFEST["num_parameters"]
 
@@ -112,8 +115,9 @@ def test_synthetic_weights_hash_like_the_manifest(key: str):
     entry = next(e for e in ENTRIES if e["key"] == key)
     data = sd[key].numpy()
     assert list(data.shape) == entry["shape"]
-    assert hashlib.sha256(np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<")).tobytes()).hexdigest() == (
-        entry["synthetic_v2_sha256"]
+    assert (
+        hashlib.sha256(np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<")).tobytes()).hexdigest()
+        == (entry["synthetic_v2_sha256"])
     )
 
 

@@ -13,7 +13,6 @@ frame with a given mask, replacing what that frame put into memory.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -160,10 +159,15 @@ class InferenceCore:
             and (valid_labels is None or len(self.all_labels) != len(valid_labels))
             and any(self.memory.has_object(o) for o in self.all_labels)
         )
-        deep_due = self.deep_update_sync or (self.curr_ti - self.last_deep_update_ti >= self.deep_update_every)
+        deep_due = self.deep_update_sync or (
+            self.curr_ti - self.last_deep_update_ti >= self.deep_update_every
+        )
         is_deep_update = (
             (self.deep_update_sync and is_mem_frame)
-            or (not self.deep_update_sync and self.curr_ti - self.last_deep_update_ti >= self.deep_update_every)
+            or (
+                not self.deep_update_sync
+                and self.curr_ti - self.last_deep_update_ti >= self.deep_update_every
+            )
         ) and not end
         is_normal_update = (not self.deep_update_sync or not is_deep_update) and not end
 
@@ -188,7 +192,9 @@ class InferenceCore:
             readout = self.memory.match_memory(key, selection, mem_objs, capture)
             if capture is not None:
                 capture.update(memory_readout=readout, dec_hidden_in=hidden_in)
-            hidden, logits, agg_logits, agg_prob = net.segment((f16, f8, f4), readout, hidden_in, h_out=is_normal_update)
+            hidden, logits, agg_logits, agg_prob = net.segment(
+                (f16, f8, f4), readout, hidden_in, h_out=is_normal_update
+            )
             if capture is not None:
                 capture.update(decoder_logits=logits, decoder_prob=torch.sigmoid(logits))
                 capture.update(agg_logits=agg_logits, agg_prob=agg_prob, dec_hidden_out=hidden)
@@ -218,14 +224,18 @@ class InferenceCore:
             self.memory.create_hidden_state(len(self.all_labels), key)
 
         if pred_prob_with_bg is None:  # nothing to read from and no mask: everything is background
-            pred_prob_with_bg = torch.zeros((len(self.all_labels) + 1, *image.shape[-2:]), device=image.device)
+            pred_prob_with_bg = torch.zeros(
+                (len(self.all_labels) + 1, *image.shape[-2:]), device=image.device
+            )
             pred_prob_with_bg[0] = 1
 
         if is_mem_frame and len(self.all_labels) > 0:
             masks_in = pred_prob_with_bg[1:].unsqueeze(0)
             if capture is not None:
                 capture.update(value_mask_in=masks_in, val_hidden_in=self.memory.hidden)
-            value, hidden = net.encode_value(image, f16, self.memory.hidden, masks_in, is_deep_update=is_deep_update)
+            value, hidden = net.encode_value(
+                image, f16, self.memory.hidden, masks_in, is_deep_update=is_deep_update
+            )
             if capture is not None:
                 capture.update(value=value, val_hidden_out=hidden)
             self.memory.add_memory(
@@ -282,7 +292,11 @@ class InferenceCore:
         mem.create_hidden_state(len(self.all_labels), last.key)
         if len(self.all_labels) > 0:
             value, hidden = net.encode_value(
-                last.image, last.f16, mem.hidden, prob[1:].unsqueeze(0), is_deep_update=last.deep_update_if_memory
+                last.image,
+                last.f16,
+                mem.hidden,
+                prob[1:].unsqueeze(0),
+                is_deep_update=last.deep_update_if_memory,
             )
             mem.add_memory(
                 last.key,
@@ -301,8 +315,3 @@ class InferenceCore:
             self.last.added_memory = True
         self.last.shrinkage, self.last.selection = shrinkage, selection
         return unpad(prob, last.pad)
-
-
-def stride16_grid(h: int, w: int) -> tuple[int, int]:
-    """The memory grid (h/16, w/16 after padding) for an image of h x w."""
-    return math.ceil(h / 16), math.ceil(w / 16)

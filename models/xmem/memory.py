@@ -127,7 +127,12 @@ class KVStore:
             self.life_count = torch.cat([self.life_count, new_life], -1)
 
     def add(
-        self, key: Tensor, value: Tensor, shrinkage: Tensor | None, selection: Tensor | None, objects: Sequence[int]
+        self,
+        key: Tensor,
+        value: Tensor,
+        shrinkage: Tensor | None,
+        selection: Tensor | None,
+        objects: Sequence[int],
     ) -> None:
         """Add one frame: key (1, CK, HW), value (K, CV, HW) with rows in `objects` order.
 
@@ -201,12 +206,18 @@ class KVStore:
                 self.v[gi] = cut(self.v[gi])
 
     def remove_obsolete_features(self, max_size: int) -> None:
-        """Drop the least used elements (all whose usage <= the (size - max_size)-th smallest)."""
-        usage = self.get_usage().flatten()
-        n = usage.shape[0]
+        """Drop the least used elements (all whose usage <= the (size - max_size)-th smallest).
+
+        Without usage counts (the official code fails there) the oldest elements go instead.
+        """
+        n = self.size
         k = n - max_size
         if k <= 0:
             return
+        if not self.count_usage:
+            self.remove_range(0, k)
+            return
+        usage = self.get_usage().flatten()
         values, _ = torch.topk(usage, k=k, largest=False, sorted=True)
         survived = usage > values[-1]
         self._slice_keys(survived)
@@ -336,7 +347,9 @@ class MemoryManager:
                     continue
                 rows = [where[o][i] for o in objs]
                 gi = rows[0][0]
-                if all(r[0] == gi for r in rows) and [r[1] for r in rows] == list(range(len(stores[i].groups[gi]))):
+                if all(r[0] == gi for r in rows) and [r[1] for r in rows] == list(
+                    range(len(stores[i].groups[gi]))
+                ):
                     values.append(stores[i].v[gi])
                 else:
                     values.append(torch.stack([stores[i].v[r[0]][r[1]] for r in rows]))
@@ -450,7 +463,9 @@ class MemoryManager:
                 continue
             aff = do_softmax(similarity[:, -gv.shape[2] :, validity[gi]])
             affinity.append(aff if aff.shape[-1] > 0 else None)
-        proto_value = [gv @ affinity[gi] if affinity[gi] is not None else None for gi, gv in enumerate(candidate_value)]
+        proto_value = [
+            gv @ affinity[gi] if affinity[gi] is not None else None for gi, gv in enumerate(candidate_value)
+        ]
         proto_shrink = None
         if candidate_shrinkage is not None and affinity and affinity[0] is not None:
             proto_shrink = candidate_shrinkage @ affinity[0]
@@ -463,7 +478,9 @@ class MemoryManager:
         if self.hidden is None:
             self.hidden = torch.zeros((1, n, self.hidden_dim, h, w), device=sample_key.device)
         elif self.hidden.shape[1] < n:
-            extra = torch.zeros((1, n - self.hidden.shape[1], self.hidden_dim, h, w), device=sample_key.device)
+            extra = torch.zeros(
+                (1, n - self.hidden.shape[1], self.hidden_dim, h, w), device=sample_key.device
+            )
             self.hidden = torch.cat([self.hidden, extra], 1)
 
     def has_object(self, obj: int) -> bool:

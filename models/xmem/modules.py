@@ -61,7 +61,9 @@ class BasicBlock(nn.Module):
         return F.relu(out + residual)
 
 
-def make_stage(block: type, inplanes: int, planes: int, blocks: int, stride: int) -> tuple[nn.Sequential, int]:
+def make_stage(
+    block: type, inplanes: int, planes: int, blocks: int, stride: int
+) -> tuple[nn.Sequential, int]:
     """One ResNet stage (torchvision layout: a 1x1 conv + BN projection when the shape changes)."""
     downsample = None
     if stride != 1 or inplanes != planes * block.expansion:
@@ -145,7 +147,10 @@ class _ChannelGate(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         self.mlp = nn.Sequential(
-            _Flatten(), nn.Linear(channels, channels // reduction), nn.ReLU(), nn.Linear(channels // reduction, channels)
+            _Flatten(),
+            nn.Linear(channels, channels // reduction),
+            nn.ReLU(),
+            nn.Linear(channels // reduction, channels),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -234,7 +239,11 @@ class HiddenUpdater(nn.Module):
 
     def forward(self, g16: Tensor, g8: Tensor, g4: Tensor, h: Tensor) -> Tensor:
         """Sum the 1x1 projections at 1/16, concatenate the hidden, gate."""
-        g = self.g16_conv(g16) + self.g8_conv(downsample_groups(g8, 1 / 2)) + self.g4_conv(downsample_groups(g4, 1 / 4))
+        g = (
+            self.g16_conv(g16)
+            + self.g8_conv(downsample_groups(g8, 1 / 2))
+            + self.g4_conv(downsample_groups(g4, 1 / 4))
+        )
         return gru_like(self.transform(torch.cat([g, h], 2)), h, self.hidden_dim)
 
 
@@ -305,7 +314,13 @@ class ValueEncoder(nn.Module):
         self.hidden_reinforce = HiddenReinforcer(value_dim, hidden_dim) if hidden_dim > 0 else None
 
     def forward(
-        self, image: Tensor, f16: Tensor, h: Tensor | None, masks: Tensor, others: Tensor, is_deep_update: bool
+        self,
+        image: Tensor,
+        f16: Tensor,
+        h: Tensor | None,
+        masks: Tensor,
+        others: Tensor,
+        is_deep_update: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """Encode each object's value (B, K, value_dim, H/16, W/16); deep-update the hidden if asked."""
         g = masks.unsqueeze(2) if self.single_object else torch.stack([masks, others], 2)

@@ -28,7 +28,9 @@ def aggregate(prob: Tensor, dim: int) -> tuple[Tensor, Tensor]:
 class XMem(nn.Module):
     """Key encoder, value encoder, key projection and decoder, registered in the official order."""
 
-    def __init__(self, key_dim: int = 64, value_dim: int = 512, hidden_dim: int = 64, single_object: bool = False):
+    def __init__(
+        self, key_dim: int = 64, value_dim: int = 512, hidden_dim: int = 64, single_object: bool = False
+    ):
         super().__init__()
         self.key_dim, self.value_dim, self.hidden_dim = key_dim, value_dim, hidden_dim
         self.single_object = single_object
@@ -52,7 +54,8 @@ class XMem(nn.Module):
         k = masks.shape[1]
         if k != 1:
             others = torch.cat(
-                [torch.sum(masks[:, [j for j in range(k) if i != j]], dim=1, keepdim=True) for i in range(k)], 1
+                [torch.sum(masks[:, [j for j in range(k) if i != j]], dim=1, keepdim=True) for i in range(k)],
+                1,
             )
         else:
             others = torch.zeros_like(masks)
@@ -93,7 +96,9 @@ def to_multi_object(sd: dict) -> dict:
     return sd
 
 
-def empty_network(key_dim: int = 64, value_dim: int = 512, hidden_dim: int = 64, single_object: bool = False) -> XMem:
+def empty_network(
+    key_dim: int = 64, value_dim: int = 512, hidden_dim: int = 64, single_object: bool = False
+) -> XMem:
     """An XMem on the meta device (no memory, no random init), to be filled by `load_state_dict(assign=True)`."""
     with torch.device("meta"):
         return XMem(key_dim, value_dim, hidden_dim, single_object)
@@ -114,16 +119,22 @@ def synthetic_weights(
 
     Cached (it takes seconds to compute): networks built from it share these read-only tensors.
     """
-    return synthetic_for_template(template_state_dict(key_dim, value_dim, hidden_dim, single_object), SYNTHETIC_FORMULA)
+    return synthetic_for_template(
+        template_state_dict(key_dim, value_dim, hidden_dim, single_object), SYNTHETIC_FORMULA
+    )
 
 
-def synthetic_for_template(template: Mapping[str, Tensor], formula: str = SYNTHETIC_FORMULA) -> dict[str, Tensor]:
+def synthetic_for_template(
+    template: Mapping[str, Tensor], formula: str = SYNTHETIC_FORMULA
+) -> dict[str, Tensor]:
     """models.synthetic's state dict for `template`, with 0-d entries kept 0-d (np.ascontiguousarray makes them 1-d)."""
     sd = synthetic_state_dict(template, formula)
     return {k: v.reshape(template[k].shape) for k, v in sd.items()}
 
 
-def network_from_state_dict(sd: Mapping[str, Tensor], what: str = "XMem checkpoint", single_object: bool = False) -> XMem:
+def network_from_state_dict(
+    sd: Mapping[str, Tensor], what: str = "XMem checkpoint", single_object: bool = False
+) -> XMem:
     """Build the network that `sd` describes and load it strictly (WeightsError in one line on a mismatch)."""
     sd = dict(sd)
     if not single_object:
@@ -132,7 +143,9 @@ def network_from_state_dict(sd: Mapping[str, Tensor], what: str = "XMem checkpoi
     net = empty_network(**dims, single_object=single_object)
     check_state_dict(net.state_dict(), sd, what)
     try:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True, assign=True)
+        net.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True, assign=True
+        )
     except RuntimeError as exc:  # dtype/shape surprises check_state_dict cannot see
         raise WeightsError(f"{what} does not fit the network: {str(exc).strip().splitlines()[0]}") from exc
     return net.eval()

@@ -75,7 +75,9 @@ def _drive(net, icfg: dict, frames: np.ndarray, first_mask: np.ndarray, device: 
         image = normalise(frames[t], device)
         cap: dict = {}
         if t == 0:
-            prob = core.step(image, one_hot(first_mask, values, device), valid_labels=labels, end=False, capture=cap)
+            prob = core.step(
+                image, one_hot(first_mask, values, device), valid_labels=labels, end=False, capture=cap
+            )
         else:
             prob = core.step(image, None, None, end=False, capture=cap)
         probs.append(prob.float().cpu().numpy())

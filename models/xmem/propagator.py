@@ -80,12 +80,16 @@ class XMemPropagator:
     ):
         unknown = sorted(set(config) - set(DEFAULT_CONFIG))
         if unknown:
-            raise InputError(f"unknown XMem setting(s): {', '.join(unknown)}; known: {', '.join(DEFAULT_CONFIG)}")
+            raise InputError(
+                f"unknown XMem setting(s): {', '.join(unknown)}; known: {', '.join(DEFAULT_CONFIG)}"
+            )
         self.device = resolve_device(device)
         self.network, self.weights_label = load_network(weights, self.device)
         self.synthetic = str(weights) == "synthetic"
         self.process_size = process_size
-        self.fast = (self.device.type == "cuda") if fast is None else bool(fast and self.device.type == "cuda")
+        self.fast = (
+            (self.device.type == "cuda") if fast is None else bool(fast and self.device.type == "cuda")
+        )
         self.return_probs = return_probs
         self.config = {**DEFAULT_CONFIG, **config}
         self._mean = torch.tensor(MEAN, device=self.device).view(3, 1, 1)
@@ -163,28 +167,37 @@ class XMemPropagator:
             with torch.no_grad():
                 yield
             return
-        old = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
+        old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         try:
-            with torch.backends.cudnn.flags(enabled=True, allow_tf32=False), torch.no_grad():
+            with torch.no_grad():
                 yield
         finally:
-            torch.backends.cuda.matmul.allow_tf32 = old
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
     def _image(self, frame: np.ndarray) -> torch.Tensor:
         """uint8 RGB (H, W, 3) -> normalised float (3, h, w) at processing resolution, on the device."""
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        if (
+            not isinstance(frame, np.ndarray)
+            or frame.ndim != 3
+            or frame.shape[2] != 3
+            or frame.dtype != np.uint8
+        ):
             raise InputError("frames must be uint8 RGB arrays of shape (H, W, 3)")
         h, w = frame.shape[:2]
         if self._src_hw is None:
             self._src_hw = (h, w)
             self._proc_hw = processing_size(h, w, self.process_size)
         elif self._src_hw != (h, w):
-            raise InputError(f"frame size {w}x{h} differs from this video's {self._src_hw[1]}x{self._src_hw[0]}")
+            raise InputError(
+                f"frame size {w}x{h} differs from this video's {self._src_hw[1]}x{self._src_hw[0]}"
+            )
         x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device, non_blocking=True)
         x = x.permute(2, 0, 1).float().div_(255)
         if self._proc_hw != (h, w):
-            x = F.interpolate(x[None], size=self._proc_hw, mode="bilinear", align_corners=False, antialias=True)[0]
+            x = F.interpolate(
+                x[None], size=self._proc_hw, mode="bilinear", align_corners=False, antialias=True
+            )[0]
             x = x.clamp_(0, 1)
         return (x - self._mean) / self._std
 
