@@ -88,13 +88,13 @@ def export_masks(session: Session, fmt: str, out_dir: str | Path,
         rec = session.read_mask(f)
         labels = rec.labels if rec is not None else np.zeros((h, w), dtype=np.uint8)
         if fmt == "labels":
-            atomic_write(out / frame_name(f, "png"), _encode(".png", labels))
+            atomic_write(out / frame_name(f, "png"), _encode(".png", labels), sync_dir=False)
         elif fmt == "png":
             for oid, d in obj_dirs.items():
                 matte = np.where(labels == oid, np.uint8(255), np.uint8(0))
-                atomic_write(d / frame_name(f, "png"), _encode(".png", matte))
+                atomic_write(d / frame_name(f, "png"), _encode(".png", matte), sync_dir=False)
         else:
             for oid, d in obj_dirs.items():
                 matte = (labels == oid).astype(np.float32)
-                atomic_write(d / frame_name(f, "exr"), _encode(".exr", matte, exr_params))
+                atomic_write(d / frame_name(f, "exr"), _encode(".exr", matte, exr_params), sync_dir=False)
         yield f
