@@ -113,13 +113,13 @@ def test_an_interrupted_export_leaves_no_half_file(sess: Session, tmp_path: Path
     real = export_mod.atomic_write
     calls = []
 
-    def failing_on_the_fifth(path, data):
+    def failing_on_the_fifth(path, data, **kw):
         calls.append(path)
         if len(calls) == 5:
             # The temp file is written, then the "crash" hits before the rename.
             Path(path).with_name(f".{Path(path).name}.crash{TMP_SUFFIX}").write_bytes(data[:10])
             raise OSError("no space left on device")
-        real(path, data)
+        real(path, data, **kw)
 
     monkeypatch.setattr(export_mod, "atomic_write", failing_on_the_fifth)
     with pytest.raises(OSError, match="no space"):
