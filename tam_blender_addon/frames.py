@@ -86,6 +86,8 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Read one image file as RGB uint8; MediaError if it is missing or cannot be decoded."""
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise MediaError(f"image {p} is not a regular file")  # a pipe or device would block a read
     try:
         data = np.fromfile(p, dtype=np.uint8)  # works with any path encoding, unlike cv2.imread
     except FileNotFoundError:

@@ -348,6 +348,16 @@ def test_broken_image_in_a_sequence_names_file_and_frame(tmp_path) -> None:
         src.get(2)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_pipes_are_refused_instead_of_blocking_a_read(tmp_path) -> None:
+    os.mkfifo(tmp_path / "frame.png")
+    with pytest.raises(MediaError, match="frame.png is not a regular file"):
+        open_source(tmp_path / "frame.png")
+    os.mkfifo(tmp_path / "clip.mp4")
+    with pytest.raises(MediaError, match="clip.mp4 is not a regular file"):
+        open_source(tmp_path / "clip.mp4")
+
+
 def test_empty_folder_and_unmatched_pattern_are_media_errors(tmp_path) -> None:
     with pytest.raises(MediaError, match="no image files match"):
         open_source(tmp_path)
