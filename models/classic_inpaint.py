@@ -1,10 +1,14 @@
-"""Classic video inpainting: copy hidden background from neighbouring frames, Telea for the rest.
+"""Classic video inpainting: copy hidden background from other frames, Telea for the rest.
 
-For each frame, the nearest frames (in the order of distance) are aligned to it by a
-homography fitted with ORB features + RANSAC on the unmasked pixels only; their pixels
-that are not masked themselves fill the hole. What no neighbour shows is filled by
-``cv2.inpaint`` (Telea). Frames are read through ``get_frame`` into a bounded window, so
-memory does not grow with the clip; pixels outside the hole are returned bit-exact.
+For each frame, candidate reference frames are visited nearest first: every frame within
+``radius`` plus every ``stride``-th frame within ``far`` (objects that move slowly hide
+the same pixels for many frames). Each reference is aligned to the target by a
+homography chained from those of consecutive frames, each fitted with RANSAC to corner tracks (Shi-Tomasi corners followed by pyramidal
+Lucas-Kanade, checked forwards and backwards) on unmasked pixels only; its own unmasked
+pixels fill what is still missing. What no reference shows is filled by
+``cv2.inpaint`` (Telea). Frames are read through ``get_frame`` into a bounded cache
+(the dense window plus the sparse grid frames), so memory does not grow with the clip;
+pixels outside the hole are returned bit-exact.
 """
 
 from __future__ import annotations
@@ -16,25 +20,57 @@ import numpy as np
 
 from .classic_util import disk
 
+_LK = {"winSize": (15, 15), "maxLevel": 3, "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)}
+
+
+def _inv3(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 3x3 homography (OpenCV LU; numpy's LAPACK call is slow for tiny matrices)."""
+    ok, inv = cv2.invert(np.asarray(m, np.float64), flags=cv2.DECOMP_LU)
+    return inv if ok else np.linalg.pinv(m)
+
+
+class _Frame:
+    """One cached frame: pixels, hole mask, and (lazily) its grey image and corners."""
+
+    def __init__(self, frame: np.ndarray, mask: np.ndarray) -> None:
+        self.frame, self.mask = frame, mask
+        self.pyr: np.ndarray | None = None  # grey image LK tracks on
+        self.pts: np.ndarray | None = None
+        self._valid: np.ndarray | None = None
+
+    def valid(self) -> np.ndarray:
+        """uint8 map of the pixels this frame can lend (255 outside its hole, shrunk by one pixel)."""
+        if self._valid is None:
+            self._valid = cv2.erode(np.where(self.mask, 0, 255).astype(np.uint8), disk(1))
+        return self._valid
+
 
 class ClassicInpainter:
-    """Homography-aligned neighbour frames fill the holes; Telea inpaints what none of them shows."""
+    """Homography-aligned reference frames fill the holes; Telea inpaints what none of them shows."""
 
     name = "classic-inpaint"
     synthetic = False
 
-    def __init__(self, radius: int = 12, max_refs: int = 8, min_inliers: int = 15, telea_radius: int = 4,
-                 features: int = 1500) -> None:
-        """`radius`: how many frames either side may serve as references (the window is 2*radius+1 frames);
-        `max_refs`: aligned references used per frame at most; `min_inliers`: RANSAC inliers needed to
-        trust an alignment; `telea_radius`: cv2.inpaint radius; `features`: ORB keypoints per frame.
+    def __init__(self, radius: int = 6, far: int = 48, stride: int = 4, min_inliers: int = 15,
+                 telea_radius: int = 4, features: int = 200) -> None:
+        """`radius`: every frame this close may serve as a reference; `far`, `stride`: beyond that, every
+        `stride`-th frame up to `far` away (frames are read ahead up to `far` to chain the
+        alignments of consecutive frames); `min_inliers`: RANSAC inliers needed to trust an alignment; `telea_radius`: cv2.inpaint radius;
+        `features`: corners tracked per frame.
         """
         self.radius = max(0, int(radius))
-        self.max_refs = max(0, int(max_refs))
+        self.far = max(self.radius, int(far))
+        self.stride = max(1, int(stride))
         self.min_inliers = int(min_inliers)
         self.telea_radius = int(telea_radius)
-        self._orb = cv2.ORB_create(nfeatures=int(features), fastThreshold=10)
-        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        self.features = int(features)
+
+    def _candidates(self, pos: int, n: int) -> list[int]:
+        """Reference positions for the frame at list position `pos`, nearest first."""
+        near = set(range(max(0, pos - self.radius), min(n, pos + self.radius + 1)))
+        grid = set(range(0, n, self.stride))
+        cand = [p for p in near | {g for g in grid if abs(g - pos) <= self.far} if p != pos]
+        return sorted(cand, key=lambda p: (abs(p - pos), p))
 
     def inpaint(
         self,
@@ -45,82 +81,123 @@ class ClassicInpainter:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (index, filled frame) for every index in order; references come from `indices` only."""
         order = [int(i) for i in indices]
-        cache: dict[int, tuple[np.ndarray, np.ndarray, tuple | None]] = {}
+        n = len(order)
+        cache: dict[int, _Frame] = {}
+        # chain[p] = (segment, A_p): A_p maps frame p's pixels into the first frame of its segment;
+        # consecutive frames are aligned once, H(j -> i) = inv(A_i) @ A_j within a segment.
+        chain: dict[int, tuple[int, np.ndarray]] = {}
+        state = {"next": 0, "seg": 0}
 
-        def load(pos: int):
-            i = order[pos]
-            if i not in cache:
+        def load(p: int) -> _Frame:
+            if p not in cache:
+                i = order[p]
                 frame = np.ascontiguousarray(get_frame(i))
                 mask = np.asarray(get_mask(i)).astype(bool)
                 if mask.shape != frame.shape[:2]:
                     raise ValueError(f"mask of frame {i} is {mask.shape}, frame is {frame.shape[:2]}")
-                cache[i] = (frame, mask, None)
-            return cache[i]
+                cache[p] = _Frame(frame, mask)
+            return cache[p]
 
-        def features(i: int):
-            frame, mask, feats = cache[i]
-            if feats is None:
-                gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-                keep = np.where(cv2.dilate(mask.astype(np.uint8), disk(3)) > 0, 0, 255).astype(np.uint8)
-                kps, desc = self._orb.detectAndCompute(gray, keep)
-                pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
-                feats = (pts, desc)
-                cache[i] = (frame, mask, feats)
-            return feats
+        def extend_chain(upto: int) -> None:
+            while state["next"] <= min(upto, n - 1):
+                p = state["next"]
+                cur = load(p)
+                hmat = None
+                if p > 0 and (p - 1) in chain:
+                    prev = load(p - 1)
+                    if prev.frame.shape == cur.frame.shape:
+                        hmat = self._align(prev, cur)
+                if hmat is None:
+                    state["seg"] += 1
+                    chain[p] = (state["seg"], np.eye(3))
+                else:
+                    a = chain[p - 1][1] @ _inv3(hmat)
+                    chain[p] = (state["seg"], a / a[2, 2])
+                state["next"] = p + 1
 
         for pos, i in enumerate(order):
             if should_stop is not None and should_stop():
                 return
-            lo, hi = max(0, pos - self.radius), min(len(order) - 1, pos + self.radius)
-            for k in list(cache):
-                if k not in order[lo:hi + 1]:
-                    del cache[k]
-            frame, mask, _ = load(pos)
+            cands = self._candidates(pos, n)
+            extend_chain(pos + self.far)
+            wanted = set(cands) | {pos, state["next"] - 1}
+            for p in [p for p in cache if p not in wanted]:
+                del cache[p]
+            for p in [p for p in chain if p < pos - self.far - 1]:
+                del chain[p]
+            cur = load(pos)
+            frame, mask = cur.frame, cur.mask
             if not mask.any():
                 yield i, frame.copy()
                 continue
-            hole = mask.copy()
-            filled = frame.copy()
-            used = 0
-            near = sorted(range(lo, hi + 1), key=lambda p: (abs(p - pos), p))
-            for p in near:
-                if p == pos or used >= self.max_refs or not hole.any():
+            x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+            hole = mask[y:y + bh, x:x + bw].copy()
+            filled = frame[y:y + bh, x:x + bw].copy()
+            seg_i, a_i = chain[pos]
+            to_box = np.array([[1, 0, -x], [0, 1, -y], [0, 0, 1]], np.float64) @ _inv3(a_i)
+            for p in cands:
+                if not hole.any():
+                    break
+                seg_p, a_p = chain[p]
+                if seg_p != seg_i:
                     continue
-                j = order[p]
-                ref, ref_mask, _ = load(p)
-                if ref.shape != frame.shape:
+                ref = load(p)
+                if ref.frame.shape != frame.shape:
                     continue
-                hmat = self._align(features(j), features(i))
-                if hmat is None:
+                hmat = to_box @ a_p
+                valid = cv2.warpPerspective(ref.valid(), hmat, (bw, bh), flags=cv2.INTER_NEAREST,
+                                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                take = hole & (valid > 0)
+                if not take.any():
                     continue
-                h, w = mask.shape
-                warped = cv2.warpPerspective(ref, hmat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-                valid = cv2.warpPerspective(np.where(ref_mask, 0, 255).astype(np.uint8), hmat, (w, h),
-                                            flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-                valid = cv2.erode(valid, disk(1)) > 0
-                take = hole & valid
-                if take.any():
-                    filled[take] = warped[take]
-                    hole &= ~take
-                    used += 1
+                warped = cv2.warpPerspective(ref.frame, hmat, (bw, bh), flags=cv2.INTER_LINEAR,
+                                             borderMode=cv2.BORDER_REPLICATE)
+                filled[take] = warped[take]
+                hole &= ~take
             if hole.any():
-                rest = cv2.inpaint(filled, hole.astype(np.uint8), self.telea_radius, cv2.INPAINT_TELEA)
-                filled[hole] = rest[hole]
+                m = self.telea_radius + 2
+                ex0, ey0 = max(0, x - m), max(0, y - m)
+                ex1, ey1 = min(frame.shape[1], x + bw + m), min(frame.shape[0], y + bh + m)
+                ctx = frame[ey0:ey1, ex0:ex1].copy()
+                hole_ctx = np.zeros(ctx.shape[:2], np.uint8)
+                ctx[y - ey0:y - ey0 + bh, x - ex0:x - ex0 + bw] = filled
+                hole_ctx[y - ey0:y - ey0 + bh, x - ex0:x - ex0 + bw] = hole
+                rest = cv2.inpaint(ctx, hole_ctx, self.telea_radius, cv2.INPAINT_TELEA)
+                filled[hole] = rest[y - ey0:y - ey0 + bh, x - ex0:x - ex0 + bw][hole]
             out = frame.copy()
-            out[mask] = filled[mask]
+            box = out[y:y + bh, x:x + bw]
+            inside = mask[y:y + bh, x:x + bw]
+            box[inside] = filled[inside]
             yield i, out
 
-    def _align(self, src, dst) -> np.ndarray | None:
-        """Homography taking the reference frame's pixels onto the target frame, or None if unreliable."""
-        (sp, sd), (dp, dd) = src, dst
-        if sd is None or dd is None or len(sp) < self.min_inliers or len(dp) < self.min_inliers:
+    def _prepare(self, f: _Frame) -> None:
+        """Build the frame's grey image and its corners away from the hole (once)."""
+        if f.pyr is not None:
+            return
+        gray = cv2.cvtColor(f.frame, cv2.COLOR_RGB2GRAY)
+        f.pyr = gray
+        keep = np.where(cv2.dilate(f.mask.astype(np.uint8), disk(3)) > 0, 0, 255).astype(np.uint8)
+        pts = cv2.goodFeaturesToTrack(gray, self.features, 0.005, 8, mask=keep, blockSize=5)
+        f.pts = np.zeros((0, 1, 2), np.float32) if pts is None else pts.astype(np.float32)
+
+    def _align(self, src: _Frame, dst: _Frame) -> np.ndarray | None:
+        """Homography taking `src` pixels onto `dst` from LK corner tracks (forward-backward checked), or None."""
+        self._prepare(src)
+        self._prepare(dst)
+        dpts = dst.pts
+        if len(dpts) < self.min_inliers:
             return None
-        matches = self._matcher.match(sd, dd)
-        if len(matches) < self.min_inliers:
+        spts, st, _ = cv2.calcOpticalFlowPyrLK(dst.pyr, src.pyr, dpts, None, **_LK)
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(src.pyr, dst.pyr, spts, None, **_LK)
+        h, w = src.mask.shape
+        sp, dp = spts.reshape(-1, 2), dpts.reshape(-1, 2)
+        ok = (st.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (np.linalg.norm(back.reshape(-1, 2) - dp, axis=1) < 0.5)
+        xi, yi = np.round(sp[:, 0]).astype(int), np.round(sp[:, 1]).astype(int)
+        ok &= (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        ok[ok] &= ~src.mask[yi[ok], xi[ok]]
+        if ok.sum() < self.min_inliers:
             return None
-        a = np.float32([sp[m.queryIdx] for m in matches])
-        b = np.float32([dp[m.trainIdx] for m in matches])
-        hmat, inl = cv2.findHomography(a, b, cv2.RANSAC, 2.0, maxIters=2000, confidence=0.995)
+        hmat, inl = cv2.findHomography(sp[ok], dp[ok], cv2.RANSAC, 1.0, maxIters=2000, confidence=0.995)
         if hmat is None or inl is None or int(inl.sum()) < self.min_inliers:
             return None
         return hmat
