@@ -153,6 +153,7 @@ def sidecar_path(file: Path) -> Path:
 
 
 def _dir(override: str | os.PathLike | None) -> Path:
+    # for functions whose `cache_dir` parameter (the public API name) shadows cache_dir()
     return cache_dir(override)
 
 
