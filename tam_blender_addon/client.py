@@ -250,6 +250,8 @@ class WorkerClient:
         if self._exited is not None:
             raise TamError(self._exit_message())
         line = encode_request(req, cmd, params)
+        if cmd == "shutdown":
+            self._stopping = True  # its exit is then the expected one
         with self._send_lock:
             try:
                 proc.stdin.write(line)

@@ -5,12 +5,33 @@ Started as ``python tam_blender_addon/launch.py worker [--events-fd N | --events
 dedicated events channel (see `protocol`); stdout is pointed at stderr before anything
 else is imported, so nothing a library prints can corrupt a message.
 
-Short commands (hello, create_session, open_session, close_session, object and prompt edits, embed,
-segment, cancel, shutdown) are answered on the main thread; the worker is the session's
-single writer, so object and prompt edits go through it as well. Long jobs (track, refine, inpaint, export, shapes) run one at a time in a
-job thread that iterates the engine's generator and sends one progress event per
-`Progress`; `cancel` sets the flag the engine polls through ``should_stop``, so a job
-stops between frames and every finished frame stays on disk.
+Commands (params; ``?`` = optional) and their result data:
+
+* short, answered on the main thread:
+  ``hello`` -> protocol, worker, pid, python, executable, platform, torch, cuda, devices
+  [{id, name}]; ``create_session{path, source, scene_start?, source_start?, length?,
+  backend?, device?, weights?, weights_dir?, sam_model?, refine?, log?}`` and
+  ``open_session{path, backend?, ...same engine options..., log?}`` -> path, backend,
+  backend_label, synthetic, source{...}, objects, mask_frames; ``close_session``;
+  ``add_object{name?, color?, obj_id?}``, ``remove_object{obj}``, ``add_click{frame, obj,
+  x, y, positive?}``, ``add_box{frame, obj, x0, y0, x1, y1}``, ``clear_prompts{frame,
+  obj?}``, ``undo_prompt{frame, obj?}``; ``embed{frame}``; ``segment{frame, obj?}`` ->
+  frame, obj_ids, confidence, areas, kind (the mask itself is in the session);
+  ``cancel{req?}`` -> cancelled, req; ``shutdown`` -> bye; ``_noise{lines?}`` (diagnostics:
+  prints junk to stdout/stderr).
+* long jobs, one at a time, in a job thread (progress events, then the result: cmd, done,
+  total, progress_events, seconds): ``track{start?, end?, direction?}``,
+  ``refine{frames?}``, ``inpaint{objects, out, dilate?, feather?, frames?}``,
+  ``export{format, out, frames?}``, ``shapes{out}``.
+
+The worker is the session's single writer (it holds the lock), so object and prompt
+edits go through it too; the Blender side follows with a read-only `Session`. Engine
+commands are refused as "busy" while a job runs. `cancel` sets the flag the engine
+polls through ``should_stop``, so a job stops between frames (error event ``Cancelled``)
+and every finished frame stays on disk. User errors (TamError) come back as error
+events with the class name in ``data.error``; anything else also carries
+``data.traceback`` and is written to the worker log and the session log. WARNING
+records of the package's loggers are sent as warning events for the request in hand.
 """
 
 from __future__ import annotations
