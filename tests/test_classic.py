@@ -1,0 +1,73 @@
+"""Classic GrabCut segmenter: boxes, clicks and coarse masks on synthetic frames with exact ground truth."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from track_anything.models.classic import ClassicInpainter, ClassicPropagator, ClassicSegmenter
+from track_anything.models.protocols import Inpainter, Propagator, Segmenter
+from track_anything.tam_blender_addon.synth import make_clip
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_classic_backends_implement_the_protocols_and_say_they_are_not_neural():
+    seg, prop, inp = ClassicSegmenter(), ClassicPropagator(), ClassicInpainter()
+    assert isinstance(seg, Segmenter) and isinstance(prop, Propagator) and isinstance(inp, Inpainter)
+    assert (seg.name, prop.name, inp.name) == ("classic-grabcut", "classic-flow", "classic-inpaint")
+    assert not (seg.synthetic or prop.synthetic or inp.synthetic)
+
+
+@pytest.mark.parametrize("preset,seed,frame", [("small_object_pan", 0, 0), ("small_object_pan", 2, 0),
+                                                ("small_object_pan", 4, 30), ("demo", 1, 10)])
+def test_box_prompt_segments_the_object_with_iou_above_0_9(preset, seed, frame):
+    clip = make_clip(preset, seed=seed)
+    f, labels = clip.render(frame)
+    seg = ClassicSegmenter()
+    seg.set_image(f)
+    for oid in clip.obj_ids:
+        res = seg.predict(box=clip.box(frame, oid))
+        assert res.mask.dtype == bool and res.mask.shape == labels.shape
+        assert _iou(res.mask, labels == oid) > 0.9
+        assert 0.0 <= res.score <= 1.0 and len(res.alternatives) == len(res.alternative_scores)
+
+
+def test_positive_and_negative_clicks_segment_the_object():
+    clip = make_clip("demo", seed=0)
+    f, labels = clip.render(0)
+    seg = ClassicSegmenter()
+    seg.set_image(f)
+    for oid in clip.obj_ids:
+        ys, xs = np.nonzero(cv2.erode((labels == oid).astype(np.uint8), np.ones((9, 9), np.uint8)))
+        k = len(xs) // 2
+        bx = clip.box(0, oid)
+        neg = (min(bx[2] + 8, f.shape[1] - 1), min(bx[3] + 8, f.shape[0] - 1))
+        res = seg.predict(points=np.array([[xs[k], ys[k]], neg], np.float32), labels=np.array([1, 0]))
+        assert res.mask[ys[k], xs[k]] and not res.mask[int(neg[1]), int(neg[0])]
+        assert _iou(res.mask, labels == oid) > 0.8
+
+
+def test_coarse_mask_prompt_is_refined_to_the_object():
+    clip = make_clip("small_object_pan", seed=1)
+    f, labels = clip.render(20)
+    gt = labels == 1
+    coarse = cv2.dilate(gt.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    seg = ClassicSegmenter()
+    seg.set_image(f)
+    res = seg.predict(mask_prompt=coarse)
+    assert _iou(coarse, gt) < 0.7 and _iou(res.mask, gt) > 0.9
+    logits = np.where(coarse, 5.0, -5.0).astype(np.float32)[::2, ::2]  # low-res logits are resized
+    assert _iou(seg.predict(mask_prompt=logits).mask, gt) > 0.85
+
+
+def test_no_prompt_gives_an_empty_mask_and_predict_needs_an_image():
+    seg = ClassicSegmenter()
+    with pytest.raises(RuntimeError):
+        seg.predict(box=np.array([0, 0, 5, 5]))
+    seg.set_image(np.zeros((20, 30, 3), np.uint8))
+    res = seg.predict()
+    assert not res.mask.any() and res.score == 0.0
