@@ -315,7 +315,10 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
             else:
                 fmt = "exr" if scene.tam.matte_exr else "png"
                 out = _output_dir(scene.tam, f"mattes_{fmt}")
-                runtime.start_job(scene, "export", {"format": fmt, "out": str(out)}, "Writing matte images",
+                st = scene.tam
+                frames = list(range(st.source_start, st.source_start + st.length))
+                runtime.start_job(scene, "export", {"format": fmt, "out": str(out), "frames": frames},
+                                  "Writing matte images",
                                   lambda sc, res: after_export(sc, res, out))
 
         def next_or_message(scene) -> str:
@@ -342,8 +345,9 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
             if not groups:
                 raise SessionError(f"the worker wrote no matte images into {out}")
             for label, files in groups:
-                strip = add_image_strip(scene, f"{scene.tam.strip_name} {label}", files,
-                                        _source_strip_channel(scene))
+                obj = scene.tam.object_by_id(int(label)) if label.isdigit() else None
+                name = f"{scene.tam.strip_name} matte {obj.name if obj else label}"
+                strip = add_image_strip(scene, name, files, _source_strip_channel(scene))
                 strip.blend_type = "ALPHA_OVER"
                 strip.mute = True  # a matte over the picture would hide it: unmute to look at it
                 done.append(f"strip {strip.name!r}")

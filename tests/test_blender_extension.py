@@ -1,0 +1,333 @@
+"""The extension inside the real bpy 5.0.1 wheel: build, install, operators, outputs, reload.
+
+One module (one bpy import): the zip built by Blender's own extension tool is installed
+into a private user folder (conftest sets BLENDER_USER_RESOURCES before bpy loads), then
+the operators drive the classic backend through the real worker (this venv's Python).
+Each test starts from an empty file (`read_homefile(use_empty=True)`: unlike
+`read_factory_settings` it keeps the enabled extension).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+cv2 = pytest.importorskip("cv2")
+
+pytestmark = [pytest.mark.bpy, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = "bl_ext.user_default.track_anything"
+W, H, N = 160, 120, 12
+STRIP_START = 5  # scene frame of source frame 0
+TRIM = 1  # frames trimmed off each end of the strip
+
+
+def _ext_tool() -> str:
+    scripts = Path(bpy.utils.resource_path("LOCAL")) / "scripts"
+    found = glob.glob(str(scripts / "addons_core/bl_pkg/cli/blender_ext.py"))
+    assert found, "the bpy wheel ships no blender_ext.py"
+    return found[0]
+
+
+def _mod(name: str):
+    """A submodule of the installed extension."""
+    return sys.modules[f"{PKG}.{name}"]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A small synthetic clip (mp4) with one moving textured ellipse, and its ground truth."""
+    from track_anything.tam_blender_addon.synth import ClipSpec, ObjectSpec, make_clip, write_clip
+
+    spec = ClipSpec(
+        name="bpy", width=W, height=H, num_frames=N, fps=24.0, seed=3, pan=(0.0, 0.0),
+        objects=[ObjectSpec(obj_id=1, size=(44, 32), path=[(0, 45, 60, 1.0), (N - 1, 110, 62, 1.0)],
+                            shape="ellipse", texture="stripes", hue=0.05)],
+    )
+    c = make_clip(spec)
+    paths = write_clip(c, tmp_path_factory.mktemp("clip"), video=True)
+    return c, str(paths["video"])
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory):
+    """Validate, build and install the extension zip; enabled for the module, then uninstalled."""
+    tool = _ext_tool()
+    out = tmp_path_factory.mktemp("ext")
+    res = subprocess.run([sys.executable, tool, "validate", str(ROOT)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = subprocess.run([sys.executable, tool, "build", "--source-dir", str(ROOT), "--output-dir", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (zip_path,) = out.glob("track_anything-*.zip")
+    import zipfile
+
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert "blender_manifest.toml" in names and "tam_blender_addon/launch.py" in names
+    assert not any(n.startswith(("tests/", ".venv/", ".git/", "docs/")) for n in names)
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    assert bpy.ops.extensions.package_install_files(
+        filepath=str(zip_path), repo="user_default", enable_on_install=True) == {"FINISHED"}
+    assert PKG in bpy.context.preferences.addons
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.worker_python = sys.executable  # the venv: torch, OpenCV, the engine
+    prefs.checkpoint_dir = str(tmp_path_factory.mktemp("weights"))
+    yield prefs
+    runtime = sys.modules.get(f"{PKG}.operators.runtime")
+    client = runtime.RT.client if runtime else None
+    pid = client.pid if client else None
+    import addon_utils
+
+    addon_utils.disable(PKG, default_set=True)
+    assert not hasattr(bpy.types.Scene, "tam") and not hasattr(bpy.types, "TAM_OT_track")
+    if pid is not None:  # the worker was shut down with the add-on
+        with pytest.raises(ProcessLookupError):
+            for _ in range(50):
+                os.kill(pid, 0)
+                import time
+
+                time.sleep(0.1)
+    repos = list(bpy.context.preferences.extensions.repos)
+    index = next(i for i, r in enumerate(repos) if r.module == "user_default")
+    assert bpy.ops.extensions.package_uninstall(repo_index=index, pkg_id="track_anything") == {"FINISHED"}
+    assert PKG not in bpy.context.preferences.addons
+
+
+@pytest.fixture
+def scene(addon, clip):
+    """An empty file with the clip as a trimmed movie strip (source frame 0 at STRIP_START)."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    sc = bpy.context.scene
+    sc.render.resolution_x, sc.render.resolution_y, sc.render.resolution_percentage = W, H, 100
+    se = sc.sequence_editor_create()
+    strip = se.strips.new_movie("clip", clip[1], 2, STRIP_START)
+    strip.frame_offset_start = TRIM
+    strip.frame_offset_end = TRIM
+    se.active_strip = strip
+    sc.frame_start, sc.frame_end = STRIP_START + TRIM, STRIP_START + N - 1 - TRIM
+    return sc
+
+
+def _open_session(sc):
+    from track_anything.tam_blender_addon.session import Session
+
+    return Session.open(sc.tam.session_path, writable=False)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def _render_frames(sc, first: int, last: int, folder: Path) -> dict[int, np.ndarray]:
+    """Render frames first..last of scene `sc`, one by one; {frame: BGRA uint8 image}.
+
+    `sc` is made the window's scene meanwhile: an animated Mask is evaluated by the
+    active depsgraph when the frame changes, and renders read that result (rendering a
+    scene that is not the window's shows the Mask at some other frame's shape).
+    """
+    sc.render.image_settings.file_format = "PNG"
+    sc.render.image_settings.color_mode = "RGBA"
+    window = bpy.context.window
+    previous = window.scene
+    window.scene = sc
+    images = {}
+    try:
+        for f in range(first, last + 1):
+            sc.frame_set(f)
+            sc.render.filepath = str(folder / f"f_{f:04d}.png")
+            bpy.ops.render.render(write_still=True)
+            images[f] = cv2.imread(sc.render.filepath, cv2.IMREAD_UNCHANGED)
+    finally:
+        window.scene = previous
+    return images
+
+
+def _tracked_session(sc, clip_obj) -> None:
+    """Session (classic), one object, a box on the first visible frame, tracked both ways."""
+    assert bpy.ops.tam.session_new(backend="CLASSIC") == {"FINISHED"}
+    assert bpy.ops.tam.object_add(name="ball") == {"FINISHED"}
+    first = STRIP_START + TRIM + 2
+    x0, y0, x1, y1 = clip_obj.box(first - STRIP_START, 1)
+    assert bpy.ops.tam.box_add(object_id=1, frame=first, x0=x0 - 3, y0=y0 - 3, x1=x1 + 3, y1=y1 + 3) == {"FINISHED"}
+    assert bpy.ops.tam.track(direction="BOTH") == {"FINISHED"}
+
+
+def test_session_new_maps_scene_frames_through_the_strip_trims(scene, clip):
+    """Scene frame f shows source frame f - frame_start; the session and the panel state agree."""
+    assert bpy.ops.tam.session_new(backend="CLASSIC") == {"FINISHED"}
+    st = scene.tam
+    assert (st.scene_start, st.source_start, st.length) == (STRIP_START + TRIM, TRIM, N - 2 * TRIM)
+    assert (st.source_width, st.source_height, st.source_frames) == (W, H, N)
+    session_dir = Path(st.session_path)
+    assert session_dir.is_dir() and ROOT not in session_dir.parents
+    assert "extensions/user_default/track_anything" not in session_dir.as_posix()  # never the extension folder
+    with _open_session(scene) as s:
+        assert s.mapping.scene_to_source(STRIP_START + 7) == 7
+        assert s.source.num_frames == N and s.backend == "classic"
+    assert bpy.ops.tam.object_add(name="ball") == {"FINISHED"}
+    with pytest.raises(RuntimeError, match="outside the strip"):
+        bpy.ops.tam.prompt_add(object_id=1, frame=STRIP_START, x=10, y=10)  # trimmed away
+
+
+def test_unsupported_strips_are_refused_with_a_reason(scene, clip):
+    """A colour strip and a movie under a speed effect cannot start a session."""
+    se = scene.sequence_editor
+    colour = se.strips.new_effect("colour", "COLOR", 3, frame_start=1, length=10)
+    se.active_strip = colour
+    with pytest.raises(RuntimeError, match="only movie and image strips"):
+        bpy.ops.tam.session_new(backend="CLASSIC")
+    movie = se.strips["clip"]
+    se.strips.new_effect("speed", "SPEED", 4, frame_start=STRIP_START, input1=movie)
+    se.active_strip = movie
+    with pytest.raises(RuntimeError, match="speed"):
+        bpy.ops.tam.session_new(backend="CLASSIC")
+
+
+def test_box_segments_at_once_and_tracking_fills_every_frame(scene, clip):
+    """box_add stores a mask for its frame through the worker; track covers the visible range."""
+    c, _ = clip
+    assert bpy.ops.tam.session_new(backend="CLASSIC") == {"FINISHED"}
+    assert bpy.ops.tam.object_add(name="ball") == {"FINISHED"}
+    frame = STRIP_START + 4
+    x0, y0, x1, y1 = c.box(4, 1)
+    assert bpy.ops.tam.box_add(object_id=1, frame=frame, x0=x0 - 3, y0=y0 - 3, x1=x1 + 3, y1=y1 + 3) == {"FINISHED"}
+    with _open_session(scene) as s:
+        rec = s.read_mask(4)
+        assert rec is not None and _iou(rec.mask(1), c.mask(4, 1)) > 0.8
+    assert bpy.ops.tam.track(direction="BOTH") == {"FINISHED"}
+    st = scene.tam
+    assert st.job == "" and st.job_progress == 100.0 and "tracked" in st.message
+    with _open_session(scene) as s:
+        assert set(range(TRIM, N - TRIM)) <= set(s.mask_frames())
+        ious = [_iou(s.object_mask(i, 1), c.mask(i, 1)) for i in range(TRIM, N - TRIM)]
+    assert min(ious) > 0.7, ious
+
+
+def test_written_mask_renders_like_the_session_mattes(scene, clip, tmp_path):
+    """MASK + IMAGE_STRIP + COMPOSITOR: the Mask renders to the session matte (IoU >= 0.95 each frame)."""
+    c, _ = clip
+    _tracked_session(scene, c)
+    assert bpy.ops.tam.mattes_write(targets={"MASK", "IMAGE_STRIP", "COMPOSITOR"}) == {"FINISHED"}
+    st = scene.tam
+    mask = bpy.data.masks[st.mask_name]
+    assert [layer.name for layer in mask.layers] == ["ball"]
+    first, last = st.scene_start, st.scene_start + st.length - 1
+
+    # the compositor scene cuts the clip out with the mask: its alpha is the matte
+    comp = bpy.data.scenes["clip Matte"]
+    assert comp.compositing_node_group is not None and not comp.render.use_sequencer
+    comp_imgs = _render_frames(comp, first, last, tmp_path / "comp")
+
+    # render the Mask alone: a scene whose sequencer holds just a mask strip
+    rs = bpy.data.scenes.new("mask render")
+    rs.render.resolution_x, rs.render.resolution_y, rs.render.resolution_percentage = W, H, 100
+    rs.view_settings.view_transform = "Standard"  # AgX would render white as grey
+    rs.sequence_editor_create().strips.new_mask("m", mask, 1, first)
+    mask_imgs = _render_frames(rs, first, last, tmp_path / "mask")
+    ious, comp_ious = {}, {}
+    with _open_session(scene) as s:
+        for f in range(first, last + 1):
+            matte = s.object_mask(st.scene_to_source(f), 1)
+            ious[f] = _iou(mask_imgs[f][..., 2] > 127, matte)
+            comp_ious[f] = _iou(comp_imgs[f][..., 3] > 127, matte)
+    print("mask render IoU per frame:", {f: round(v, 4) for f, v in ious.items()})
+    print("compositor alpha IoU per frame:", {f: round(v, 4) for f, v in comp_ious.items()})
+    assert min(ious.values()) >= 0.95, ious
+    assert min(comp_ious.values()) >= 0.95, comp_ious  # the compositor's alpha is the matte
+
+    # the matte image strip: one frame per visible source frame, aligned with the clip
+    matte = scene.sequence_editor.strips["clip matte ball"]
+    assert matte.type == "IMAGE" and len(matte.elements) == st.length
+    assert (matte.frame_final_start, matte.frame_final_end) == (first, last + 1)
+    assert matte.channel > scene.sequence_editor.strips["clip"].channel
+
+
+
+def test_objects_remove_changes_only_the_dilated_masks(scene, clip):
+    """The removal strip sits above the source and differs from it only inside the dilated masks."""
+    from track_anything.tam_blender_addon.frames import open_source
+
+    c, video = clip
+    _tracked_session(scene, c)
+    dilate = 4
+    assert bpy.ops.tam.objects_remove(object_ids="1", dilate=dilate, feather=0) == {"FINISHED"}
+    st = scene.tam
+    strips = scene.sequence_editor.strips
+    removed = [s for s in strips if s.name.startswith("clip without")]
+    assert len(removed) == 1
+    strip = removed[0]
+    assert strip.channel > strips["clip"].channel
+    assert (strip.frame_final_start, strip.frame_final_duration) == (st.scene_start, st.length)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
+    folder = Path(bpy.path.abspath(strip.directory))
+    with open_source(video) as src, _open_session(scene) as s:
+        for k, elem in enumerate(strip.elements):
+            i = st.source_start + k
+            out = cv2.cvtColor(cv2.imread(str(folder / elem.filename)), cv2.COLOR_BGR2RGB)
+            orig = src.get(i)
+            inside = cv2.dilate(s.object_mask(i, 1).astype(np.uint8), kernel) > 0
+            assert np.array_equal(out[~inside], orig[~inside]), f"frame {i} changed outside the mask"
+            assert np.abs(out[inside].astype(int) - orig[inside]).mean() > 5, f"frame {i} unchanged inside"
+
+
+def test_state_survives_save_and_reload(scene, clip, tmp_path):
+    """scene.tam (session, objects, mapping) and the Mask with its animation are saved in the .blend."""
+    c, _ = clip
+    _tracked_session(scene, c)
+    assert bpy.ops.tam.mattes_write(targets={"MASK"}) == {"FINISHED"}
+    session_path, mask_name = scene.tam.session_path, scene.tam.mask_name
+    blend = tmp_path / "shot.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    sc = bpy.context.scene
+    st = sc.tam
+    assert st.session_path == session_path and st.strip_name == "clip"
+    assert [(o.obj_id, o.name) for o in st.objects] == [(1, "ball")]
+    assert (st.scene_start, st.source_start, st.length) == (STRIP_START + TRIM, TRIM, N - 2 * TRIM)
+    mask = bpy.data.masks[mask_name]
+    assert mask.animation_data is not None and mask.animation_data.action is not None
+    # a new session next to the saved .blend, not in the user folder
+    assert bpy.ops.tam.session_new(backend="CLASSIC") == {"FINISHED"}
+    assert Path(sc.tam.session_path).parent == tmp_path / "shot_track_anything"
+
+
+def test_preferences_status_and_offline_download_refusal(addon):
+    """The status line says what works in words; downloads are refused while online access is off."""
+    setup = _mod("operators.setup")
+    runtime = _mod("operators.runtime")
+    line = setup.status_line(runtime.settings(bpy.context))
+    assert line.startswith("Ready: classic backend.")
+    assert "checkpoints missing — click Download" in line and "XMem" in line
+    assert not bpy.app.online_access
+    with pytest.raises(RuntimeError, match="Online access is off"):
+        bpy.ops.tam.weights_download()
+
+
+def test_worker_env_create_builds_a_venv_without_blocking_on_timers(addon, tmp_path):
+    """tam.worker_env_create runs `python -m venv` as a child process polled to completion."""
+    where = tmp_path / "env"
+    assert bpy.ops.tam.worker_env_create(location=str(where), requirements="", with_pip=False) == {"FINISHED"}
+    task = _mod("operators.setup").TASKS["env"]
+    assert task.result == "done", task.lines
+    assert (where / "bin" / "python").exists()
+
+
+def test_worker_requirements_match_pyproject():
+    """The packages tam.worker_env_create installs are the engine's pinned dependencies."""
+    import tomllib
+
+    from track_anything.operators import setup
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert list(setup.WORKER_REQUIREMENTS) == deps
