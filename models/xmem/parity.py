@@ -73,7 +73,7 @@ def _drive(net, icfg: dict, frames: np.ndarray, first_mask: np.ndarray, device: 
     out: dict[str, np.ndarray] = {}
     for t in range(frames.shape[0]):
         image = normalise(frames[t], device)
-        cap: dict = {}
+        cap: dict | None = {} if t < 2 else None
         if t == 0:
             prob = core.step(
                 image, one_hot(first_mask, values, device), valid_labels=labels, end=False, capture=cap

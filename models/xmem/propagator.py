@@ -102,6 +102,7 @@ class XMemPropagator:
         self.core = InferenceCore(self.network, self.config)
         self._src_hw: tuple[int, int] | None = None
         self._proc_hw: tuple[int, int] | None = None
+        self._lut: tuple | None = None  # (ids, id lookup table, channel numbers) on the device
 
     @property
     def obj_ids(self) -> list[int]:
@@ -221,14 +222,17 @@ class XMemPropagator:
         prob = prob.float()
         ids = self.core.all_labels
         k = len(ids)
+        if self._lut is None or self._lut[0] != tuple(ids):
+            lut = torch.tensor([0, *ids], dtype=torch.uint8, device=prob.device)
+            self._lut = (tuple(ids), lut, torch.arange(1, k + 1, device=prob.device).view(k, 1, 1))
+        _, lut, channels = self._lut
         win = prob.argmax(0)
-        onehot = F.one_hot(win, k + 1).permute(2, 0, 1)[1:].float()
-        area = onehot.flatten(1).sum(1)
-        conf = ((prob[1:] * onehot).flatten(1).sum(1) / area.clamp(min=1)).cpu().numpy()
+        inside = (win[None] == channels).float()  # (K, h, w): where each object wins
+        area = inside.flatten(1).sum(1)
+        conf = ((prob[1:] * inside).flatten(1).sum(1) / area.clamp(min=1)).cpu().numpy()
         full = prob
         if self._proc_hw != self._src_hw:
             full = F.interpolate(prob[None], size=self._src_hw, mode="bilinear", align_corners=False)[0]
-        lut = torch.tensor([0, *ids], dtype=torch.uint8, device=prob.device)
         labels = lut[full.argmax(0)].cpu().numpy()
         probs = full.cpu().numpy() if self.return_probs else None
         confidence = {int(i): float(c) for i, c in zip(ids, conf, strict=True)}
