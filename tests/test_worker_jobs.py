@@ -178,6 +178,33 @@ def test_refine_job_reports_one_progress_per_frame(worker, clip, tmp_path):
     assert (result["cmd"], result["done"], result["total"]) == ("refine", 3, 3)
 
 
+def test_export_streams_progress_and_writes_each_frame(worker, clip, tmp_path):
+    _prepare(worker, clip, tmp_path / "s")
+    progress = []
+    out = tmp_path / "labels"
+    result = worker.call("export", format="labels", out=str(out), frames=list(range(10)),
+                         on_event=progress.append, timeout=120)
+    assert [e.data["frame"] for e in progress] == list(range(10)) and result["done"] == 10
+    assert len(list(out.glob("*.png"))) == 10
+
+
+def test_cancel_stops_a_job_whose_engine_step_does_not_poll_should_stop(worker, clip, tmp_path):
+    # Engine.export takes no should_stop: the worker closes the generator between frames.
+    _prepare(worker, clip, tmp_path / "s")
+    out = tmp_path / "png"
+    first = 900
+    worker.send_raw(
+        f'{{"v":1,"id":{first},"cmd":"export","params":{{"format":"png","out":"{out}"}}}}\n'
+        f'{{"v":1,"id":{first + 1},"cmd":"cancel"}}\n'.encode()
+    )
+    events = _wait_for(worker, lambda e: e.req == first and e.kind in ("result", "error"))
+    end = events[-1]
+    assert end.kind == "error" and end.data["error"] == "Cancelled", end
+    written = [e.data["frame"] for e in events if e.req == first and e.kind == "progress"]
+    assert end.data["done"] == len(written) < NUM_FRAMES // 2
+    assert sorted(int(p.stem) for p in (out / "1").glob("*.png")) == written
+
+
 def test_shapes_command_writes_the_mask_shapes_file(worker, clip, tmp_path):
     _prepare(worker, clip, tmp_path / "s")
     worker.call("track", start=0, end=5, direction="forward", timeout=300)
