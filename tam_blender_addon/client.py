@@ -143,8 +143,7 @@ class WorkerClient:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=self._environment(),
-                cwd=str(LAUNCH.parents[1]),
+                env=self._environment(),  # same working folder as ours: relative paths agree
                 **kwargs,
             )
         except OSError as exc:
