@@ -36,6 +36,7 @@ class ObjectSpec:
     texture: str = "noise"
     hue: float = 0.0  # 0..1, the object's palette hue
     depth: int = 0  # larger = nearer the camera (drawn on top)
+    spin: float = 0.0  # rotation in degrees per frame (texture and outline turn together)
 
 
 @dataclass
@@ -157,20 +158,30 @@ class _Obj:
         """(y0, x0, centre-covered mask, coverage 0..1, RGB float patch) at frame i, or None if off-frame."""
         cx, cy, s = self.state(i)
         hw, hh = self.spec.size[0] * s / 2.0, self.spec.size[1] * s / 2.0
-        x0, x1 = max(0, int(np.floor(cx - hw))), min(width - 1, int(np.ceil(cx + hw)))
-        y0, y1 = max(0, int(np.floor(cy - hh))), min(height - 1, int(np.ceil(cy + hh)))
-        if x1 < x0 or y1 < y0 or hw <= 0 or hh <= 0:
+        if hw <= 0 or hh <= 0:
+            return None
+        ang = np.deg2rad(self.spec.spin * i)
+        ca, sa = float(np.cos(ang)), float(np.sin(ang))
+        ex = hw if self.spec.spin == 0 else float(np.hypot(hw, hh))
+        ey = hh if self.spec.spin == 0 else ex
+        x0, x1 = max(0, int(np.floor(cx - ex))), min(width - 1, int(np.ceil(cx + ex)))
+        y0, y1 = max(0, int(np.floor(cy - ey))), min(height - 1, int(np.ceil(cy + ey)))
+        if x1 < x0 or y1 < y0:
             return None
         yy, xx = np.mgrid[y0:y1 + 1, x0:x1 + 1].astype(np.float32)
-        u = (xx - cx) / hw
-        v = (yy - cy) / hh
+
+        def uv(dx: float, dy: float) -> tuple[np.ndarray, np.ndarray]:
+            px, py = xx + dx - cx, yy + dy - cy
+            return (ca * px + sa * py) / hw, (-sa * px + ca * py) / hh
+
+        u, v = uv(0.0, 0.0)
         inside = _shape_value(self.spec.shape, u, v, self.params) <= 1.0
         if antialias:
             cover = np.zeros(inside.shape, np.float32)
             offs = (-1.0 / 3.0, 0.0, 1.0 / 3.0)
             for oy in offs:
                 for ox in offs:
-                    cover += _shape_value(self.spec.shape, u + ox / hw, v + oy / hh, self.params) <= 1.0
+                    cover += _shape_value(self.spec.shape, *uv(ox, oy), self.params) <= 1.0
             cover /= 9.0
         else:
             cover = inside.astype(np.float32)
