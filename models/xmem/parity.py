@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from .inference import InferenceCore
-from .network import network_from_state_dict, synthetic_for_template, template_state_dict
+from .network import (
+    SYNTHETIC_FORMULA,
+    network_from_state_dict,
+    synthetic_for_template,
+    synthetic_weights,
+    template_state_dict,
+)
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -52,7 +58,10 @@ def run(fixture_dir: Path | str, device: str = "cpu") -> dict[str, np.ndarray]:
 
     dims = {k: int(icfg.get(k, d)) for k, d in (("key_dim", 64), ("value_dim", 512), ("hidden_dim", 64))}
     single = bool(icfg.get("single_object", False))
-    sd = synthetic_for_template(template_state_dict(**dims, single_object=single), formula)
+    if formula == SYNTHETIC_FORMULA:
+        sd = synthetic_weights(**dims, single_object=single)  # cached between runs in one process
+    else:
+        sd = synthetic_for_template(template_state_dict(**dims, single_object=single), formula)
     net = network_from_state_dict(sd, "synthetic XMem weights", single_object=single).to(device)
 
     old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
