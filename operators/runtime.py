@@ -119,6 +119,7 @@ class Runtime:
         self.last_error: str = ""
         self.timer_on = False
         self.started = 0  # jobs started so far: tells whether a follow-up chained another
+        self.block_in_background = True  # scripts see results at once; tests may pump instead
 
 
 RT = Runtime()
@@ -223,7 +224,7 @@ def start_job(
     state.job, state.job_stage, state.message = label, cmd, f"{label}..."
     state.job_done = state.job_total = 0
     state.job_fps, state.job_eta, state.job_progress = 0.0, -1.0, 0.0
-    if bpy.app.background:
+    if bpy.app.background and RT.block_in_background:
         wait()
     elif not RT.timer_on:
         RT.timer_on = True

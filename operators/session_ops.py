@@ -48,6 +48,8 @@ def strip_kind(strip) -> str:
 
 def _speed_changed(strip, scene) -> str:
     """Why the strip does not show its source frame by frame ('' if it does)."""
+    if abs(float(getattr(strip, "speed_factor", 1.0)) - 1.0) > 1e-6:  # 4.x strip playback speed
+        return f"it plays at {strip.speed_factor:g}x speed"
     keys = getattr(strip, "retiming_keys", None)
     if keys is not None and len(keys) > 0:
         if any(abs(getattr(k, "speed", 1.0) - 1.0) > 1e-6 for k in keys[:-1]):

@@ -331,3 +331,56 @@ def test_worker_requirements_match_pyproject():
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert list(setup.WORKER_REQUIREMENTS) == deps
+
+
+def test_track_without_blocking_is_pumped_and_cancel_keeps_finished_frames(scene, clip):
+    """As in the UI: track returns at once, `pump` applies events; cancel stops between frames."""
+    import time
+
+    runtime = _mod("operators.runtime")
+    c, _ = clip
+    assert bpy.ops.tam.session_new(backend="CLASSIC") == {"FINISHED"}
+    assert bpy.ops.tam.object_add(name="ball") == {"FINISHED"}
+    x0, y0, x1, y1 = c.box(TRIM, 1)
+    assert bpy.ops.tam.box_add(object_id=1, frame=STRIP_START + TRIM, x0=x0 - 3, y0=y0 - 3,
+                               x1=x1 + 3, y1=y1 + 3) == {"FINISHED"}
+    st = scene.tam
+
+    def pump_until_idle(limit: float = 60.0) -> None:
+        deadline = time.monotonic() + limit
+        while runtime.pump() is not None:
+            assert time.monotonic() < deadline, "the job did not end"
+            time.sleep(0.02)
+
+    runtime.RT.block_in_background = False
+    try:
+        assert bpy.ops.tam.track(direction="FORWARD") == {"FINISHED"}
+        assert st.job == "Tracking" and runtime.busy()
+        with pytest.raises(RuntimeError, match="running"):
+            bpy.ops.tam.object_add(name="other")  # poll refuses edits while a job runs
+        assert bpy.ops.tam.cancel() == {"FINISHED"}
+        pump_until_idle()
+        assert st.job == "" and "cancelled" in st.message
+        with _open_session(scene) as s:
+            assert len(s.mask_frames()) < N - TRIM  # stopped early; what was done is kept
+
+        assert bpy.ops.tam.track(direction="FORWARD") == {"FINISHED"}
+        pump_until_idle()
+        assert st.job == "" and st.job_progress == 100.0 and st.message.startswith("tracked")
+        assert st.job_total > 0 and st.job_done == st.job_total
+    finally:
+        runtime.RT.block_in_background = True
+
+
+def test_overlay_colours_visible_objects_bottom_up(addon):
+    """The preview overlay's texture: object colours at the overlay alpha, rows flipped for GL."""
+    overlay = _mod("ui.overlay")
+    labels = np.zeros((4, 6), np.uint8)
+    labels[0, :3] = 1  # top row, object 1
+    labels[3, 3:] = 2  # bottom row, object 2 (hidden)
+    rgba = overlay.overlay_rgba(labels, {1: (1.0, 0.5, 0.0)})
+    assert rgba.shape == (4, 6, 4)
+    assert np.allclose(rgba[3, 0], (1.0, 0.5, 0.0, overlay.ALPHA))  # GL row 3 = image top row
+    assert rgba[0].sum() == 0  # object 2 is not drawn
+    small = overlay.overlay_rgba(np.ones((100, 300), np.uint8), {1: (0, 1, 0)}, max_side=100)
+    assert small.shape[:2] == (34, 100)
