@@ -13,19 +13,21 @@ def register() -> None:
     """Register the property groups, preferences and operators."""
     import bpy
 
-    from . import props
+    from . import props, session_ops
 
     props.register()
     for cls in _classes():
         bpy.utils.register_class(cls)
+    session_ops.add_handlers()
 
 
 def unregister() -> None:
     """Stop the worker, then unregister what register() added."""
     import bpy
 
-    from . import props, runtime
+    from . import props, runtime, session_ops
 
+    session_ops.remove_handlers()
     runtime.shutdown()
     for cls in reversed(_classes()):
         bpy.utils.unregister_class(cls)

@@ -65,13 +65,13 @@ def _all_strips(scene):
     se = scene.sequence_editor
     if se is None:
         return []
-    return getattr(se, "strips_all", None) or getattr(se, "sequences_all", [])
+    return se.strips_all if hasattr(se, "strips_all") else se.sequences_all
 
 
 def _strips(scene):
     """The top-level strip collection (5.0 `strips`, 4.2 `sequences`)."""
     se = scene.sequence_editor
-    return getattr(se, "strips", None) or se.sequences
+    return se.strips if hasattr(se, "strips") else se.sequences
 
 
 def source_index_zero_frame(strip) -> int:
@@ -219,15 +219,57 @@ def segment_frame(context, state, src: int, obj: int) -> str:
 
 
 def sync_objects(state, objects) -> None:
-    """Mirror the session's object table into ``scene.tam.objects`` (keeping visibility)."""
-    visible = {item.obj_id: item.visible for item in state.objects}
+    """Mirror the session's object table into ``scene.tam.objects``.
+
+    Objects already listed keep the colour and visibility chosen in the panel; new ones
+    take the session's colour.
+    """
+    kept = {item.obj_id: (tuple(item.color), item.visible, item.name) for item in state.objects}
     state.objects.clear()
     for o in objects:
         item = state.objects.add()
-        item.obj_id, item.name = o.id, o.name
-        item.color = tuple(o.color)
-        item.visible = visible.get(o.id, True)
+        color, visible, name = kept.get(o.id, (tuple(o.color), True, o.name))
+        item.obj_id, item.name, item.color, item.visible = o.id, name, color, visible
     state.active_object = min(max(state.active_object, 0), max(len(state.objects) - 1, 0))
+
+
+@bpy.app.handlers.persistent
+def resync_objects(*_args) -> None:
+    """After undo, redo or loading a file: list exactly the objects the session folder holds.
+
+    Undo rewinds ``scene.tam`` but not the session on disk, which stays the truth.
+    """
+    for scene in bpy.data.scenes:
+        state = getattr(scene, "tam", None)
+        if state is None or not state.session_path or not os.path.isdir(bpy.path.abspath(state.session_path)):
+            continue
+        try:
+            with runtime.read_session(state) as session:
+                objects = session.objects
+        except TamError as exc:
+            print(f"Track Anything: {exc}")
+            continue
+        if [o.id for o in objects] != [item.obj_id for item in state.objects]:
+            sync_objects(state, objects)
+
+
+HANDLERS = ("undo_post", "redo_post", "load_post")
+
+
+def add_handlers() -> None:
+    """Keep the object list in step with the session after undo/redo/load."""
+    for name in HANDLERS:
+        handlers = getattr(bpy.app.handlers, name)
+        if resync_objects not in handlers:
+            handlers.append(resync_objects)
+
+
+def remove_handlers() -> None:
+    """Undo `add_handlers`."""
+    for name in HANDLERS:
+        handlers = getattr(bpy.app.handlers, name)
+        while resync_objects in handlers:
+            handlers.remove(resync_objects)
 
 
 class _TamOperator:
@@ -310,6 +352,12 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
         state.message = f"session for {strip.name}: {source['width']}x{source['height']}, {mapping['length']} frames"
         for w in warnings:
             self.report({"WARNING"}, w)
+        try:  # start the worker now, so the first click answers quickly
+            client = runtime.open_session(context, state)
+            if not bpy.app.background:
+                client.request("embed", frame=state.scene_to_source(max(scene.frame_current, state.scene_start)))
+        except TamError as exc:
+            self.report({"WARNING"}, f"the worker is not ready: {exc}")
         self.report({"INFO"}, state.message)
         return {"FINISHED"}
 

@@ -297,6 +297,10 @@ def test_state_survives_save_and_reload(scene, clip, tmp_path):
     assert (st.scene_start, st.source_start, st.length) == (STRIP_START + TRIM, TRIM, N - 2 * TRIM)
     mask = bpy.data.masks[mask_name]
     assert mask.animation_data is not None and mask.animation_data.action is not None
+    # undo rewinds scene.tam but not the session folder: the handler lists its objects again
+    st.objects.clear()
+    _mod("operators.session_ops").resync_objects()
+    assert [(o.obj_id, o.name) for o in st.objects] == [(1, "ball")]
     # a new session next to the saved .blend, not in the user folder
     assert bpy.ops.tam.session_new(backend="CLASSIC") == {"FINISHED"}
     assert Path(sc.tam.session_path).parent == tmp_path / "shot_track_anything"

@@ -15,6 +15,14 @@ from .click_map import Placement, inside_source, placement_from_strip, region_to
 DRAG_PX = 6  # a press and release further apart than this is a box
 
 
+def _prompt(op, **props) -> None:
+    """Run a prompt operator; its error is already reported, so the tool stays active."""
+    try:
+        op(**props)
+    except RuntimeError:
+        pass
+
+
 def preview_region_at(context, mouse_x: int, mouse_y: int):
     """(area, region) of the sequencer preview under the window position, or (None, None)."""
     for area in context.screen.areas:
@@ -58,14 +66,21 @@ class TAM_OT_click_tool(bpy.types.Operator):
             return None
         return placement_from_strip(strip, context.scene, state.source_width, state.source_height)
 
-    def _to_source(self, context, event) -> tuple[float, float] | None:
+    def _to_source(self, context, event) -> tuple[float, float, bool] | None:
+        """(x, y, inside the image) in source pixels under the mouse; None off the preview."""
         area, region = preview_region_at(context, event.mouse_x, event.mouse_y)
         place = self._placement(context)
         if region is None or place is None:
             return None
         rx, ry = event.mouse_x - region.x, event.mouse_y - region.y
         x, y = region_to_source(rx, ry, region.width, region.height, view_rect(region), place)
-        return (x, y) if inside_source(place, x, y) else None
+        return x, y, inside_source(place, x, y)
+
+    def _clamped(self, context, point: tuple[float, float, bool]) -> tuple[float, float]:
+        """A box corner dragged past the image edge, pulled back onto the image."""
+        state = context.scene.tam
+        return (min(max(point[0], 0.0), state.source_width - 1.0),
+                min(max(point[1], 0.0), state.source_height - 1.0))
 
     def invoke(self, context, event) -> set[str]:
         self._press = None
@@ -90,8 +105,8 @@ class TAM_OT_click_tool(bpy.types.Operator):
         state = context.scene.tam
         obj = state.active.obj_id if state.active else 0
         if event.type == "RIGHTMOUSE" and event.value == "PRESS":
-            if point is not None:
-                bpy.ops.tam.prompt_add(object_id=obj, x=point[0], y=point[1], positive=False)
+            if point is not None and point[2]:
+                _prompt(bpy.ops.tam.prompt_add, object_id=obj, x=point[0], y=point[1], positive=False)
             return {"RUNNING_MODAL"}
         if event.value == "PRESS":
             self._press = (event.mouse_x, event.mouse_y, point)
@@ -101,9 +116,10 @@ class TAM_OT_click_tool(bpy.types.Operator):
             self._press = None
             dragged = abs(event.mouse_x - px) > DRAG_PX or abs(event.mouse_y - py) > DRAG_PX
             if dragged and start is not None and point is not None:
-                bpy.ops.tam.box_add(object_id=obj, x0=start[0], y0=start[1], x1=point[0], y1=point[1])
-            elif point is not None:
-                bpy.ops.tam.prompt_add(object_id=obj, x=point[0], y=point[1], positive=not event.shift)
+                (x0, y0), (x1, y1) = self._clamped(context, start), self._clamped(context, point)
+                _prompt(bpy.ops.tam.box_add, object_id=obj, x0=x0, y0=y0, x1=x1, y1=y1)
+            elif point is not None and point[2]:
+                _prompt(bpy.ops.tam.prompt_add, object_id=obj, x=point[0], y=point[1], positive=not event.shift)
             area.tag_redraw()
         return {"RUNNING_MODAL"}
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..operators.session_ops import find_strip
 from .click_map import placement_from_strip, source_to_view
 
-MAX_TEXTURE_SIDE = 1024  # the overlay is a preview: masks are shown at most this large
+MAX_TEXTURE_SIDE = 640  # the overlay is a preview: masks are shown at most this large
 ALPHA = 0.45
 
 _handle = None
