@@ -55,13 +55,17 @@ def get_similarity(mk: Tensor, ms: Tensor | None, qk: Tensor, qe: Tensor | None)
 
 
 def do_softmax(similarity: Tensor, top_k: int | None = None) -> Tensor:
-    """Softmax over the memory axis; with top_k: exp of the raw top-k values (no max shift), scattered."""
+    """Softmax over the memory axis; with top_k: exp of the raw top-k values (no max shift), scattered.
+
+    Returns float32 (the official code keeps fp16 under autocast, where it can underflow to NaN).
+    """
     if top_k is not None:
         k = min(int(top_k), similarity.shape[1])
         values, indices = torch.topk(similarity, k=k, dim=1)
-        x_exp = values.exp_()
+        # in float32 even under fp16 autocast: exp() of similarities below about -17 underflows in fp16
+        x_exp = values.float().exp_()
         x_exp /= torch.sum(x_exp, dim=1, keepdim=True)
-        return torch.zeros_like(similarity).scatter_(1, indices, x_exp)
+        return torch.zeros_like(similarity, dtype=x_exp.dtype).scatter_(1, indices, x_exp)
     maxes = torch.max(similarity, dim=1, keepdim=True)[0]
     x_exp = torch.exp(similarity - maxes)
     return x_exp / torch.sum(x_exp, dim=1, keepdim=True)
