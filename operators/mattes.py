@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import bpy
+import numpy as np
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from ..tam_blender_addon.errors import InputError, SessionError
@@ -57,16 +58,16 @@ def _fcurve_collection(mask: bpy.types.Mask):
     return action.fcurves
 
 
-def _add_keys(fcurves, path: str, index: int, frames, values, interpolation: int) -> None:
+def _add_keys(fcurves, path: str, index: int, frames: np.ndarray, values: np.ndarray, interpolation: int) -> None:
     """One F-curve with a key per frame, written in bulk."""
     fc = fcurves.new(path, index=index)
     n = len(frames)
     fc.keyframe_points.add(n)
-    co = [0.0] * (2 * n)
-    co[0::2] = [float(f) for f in frames]
-    co[1::2] = [float(v) for v in values]
+    co = np.empty(2 * n, dtype=np.float32)
+    co[0::2] = frames
+    co[1::2] = values
     fc.keyframe_points.foreach_set("co", co)
-    fc.keyframe_points.foreach_set("interpolation", [interpolation] * n)
+    fc.keyframe_points.foreach_set("interpolation", np.full(n, interpolation, dtype=np.int32))
     fc.update()
 
 
@@ -89,28 +90,27 @@ def build_mask(doc: dict, name: str, zero: int, frame_range: tuple[int, int] | N
             layer = mask.layers.new(name=lname)
             layer.use_fill_holes = True  # holes are inner splines
             lpath = f'layers["{bpy.utils.escape_identifier(layer.name)}"]'
-            frames = [zero + span["start"] + t for t in range(span["end"] - span["start"] + 1)]
+            frames = zero + np.arange(span["start"], span["end"] + 1, dtype=np.float32)
             for s_index, spline_doc in enumerate(span["splines"]):
                 count = int(spline_doc["count"])
-                per_frame = spline_doc["points"]
+                per_frame = np.asarray(spline_doc["points"], dtype=np.float32)  # (frames, 2 * count)
                 spline = layer.splines.new()
                 spline.use_cyclic = True
                 spline.use_fill = True
                 spline.points.add(count - 1)
-                first = per_frame[0]
-                for i, point in enumerate(spline.points):
+                spline.points.foreach_set("co", per_frame[0])
+                for point in spline.points:
                     point.handle_left_type = point.handle_right_type = "VECTOR"
-                    point.co = (first[2 * i], first[2 * i + 1])
                 if len(frames) < 2:
                     continue
                 for i in range(count):
                     ppath = f"{lpath}.splines[{s_index}].points[{i}].co"
-                    _add_keys(fcurves, ppath, 0, frames, [row[2 * i] for row in per_frame], _LINEAR)
-                    _add_keys(fcurves, ppath, 1, frames, [row[2 * i + 1] for row in per_frame], _LINEAR)
+                    _add_keys(fcurves, ppath, 0, frames, per_frame[:, 2 * i], _LINEAR)
+                    _add_keys(fcurves, ppath, 1, frames, per_frame[:, 2 * i + 1], _LINEAR)
             if len(spans) > 1 or frame_range is None or frames[0] > frame_range[0] or frames[-1] < frame_range[1]:
-                keys = [frames[0] - 1, frames[0], frames[-1] + 1]
+                keys = np.array([frames[0] - 1, frames[0], frames[-1] + 1], dtype=np.float32)
                 for prop in ("hide", "hide_render"):
-                    _add_keys(fcurves, f"{lpath}.{prop}", 0, keys, [1.0, 0.0, 1.0], _CONSTANT)
+                    _add_keys(fcurves, f"{lpath}.{prop}", 0, keys, np.array([1.0, 0.0, 1.0]), _CONSTANT)
     if frame_range is not None:
         # a mask strip holds frame_end - frame_start frames (the end is exclusive there)
         mask.frame_start, mask.frame_end = frame_range[0], frame_range[1] + 1
