@@ -18,7 +18,7 @@ from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from ..tam_blender_addon.errors import InputError, SessionError
 from . import runtime
-from .session_ops import _has_session, _strips, _TamOperator, find_strip, source_index_zero_frame
+from .session_ops import _has_session, _strips, _TamOperator, find_strip, follow_strip
 
 TARGET_ITEMS = [
     ("MASK", "Mask", "Animated Mask datablock (editable spline layers per object)"),
@@ -34,12 +34,8 @@ _CONSTANT, _LINEAR = 0, 1
 
 
 def zero_frame(scene) -> int:
-    """Scene frame showing source frame 0: from the strip if it still exists, else the session mapping."""
-    state = scene.tam
-    strip = find_strip(scene, state.strip_name)
-    if strip is not None and strip.type in ("MOVIE", "IMAGE"):
-        return source_index_zero_frame(strip)
-    return state.scene_start - state.source_start
+    """Scene frame showing source frame 0 (following the strip if it was moved)."""
+    return follow_strip(scene).source_to_scene(0)
 
 
 def _fcurve_collection(mask: bpy.types.Mask):
@@ -298,7 +294,7 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
         targets = set(self.targets)
         if not targets:
             raise InputError("choose at least one output: Mask, Image Strip or Compositor")
-        state = context.scene.tam
+        state = follow_strip(context.scene)
         steps = []
         if targets & {"MASK", "COMPOSITOR"}:
             steps.append("shapes")
@@ -382,7 +378,7 @@ class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
         return self.execute(context)
 
     def run(self, context) -> set[str]:
-        state = context.scene.tam
+        state = follow_strip(context.scene)
         try:
             ids = [int(t) for t in re.split(r"[,\s]+", self.object_ids.strip()) if t]
         except ValueError:

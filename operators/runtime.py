@@ -114,7 +114,7 @@ class Runtime:
 
     def __init__(self) -> None:
         self.client: WorkerClient | None = None
-        self.opened: tuple | None = None  # (path, backend, device, weights_dir) open in the worker
+        self.opened: tuple | None = None  # (path, backend, device, weights_dir, sam) open in the worker
         self.job: Job | None = None
         self.last_error: str = ""
         self.timer_on = False
@@ -151,7 +151,7 @@ def open_session(context: bpy.types.Context | None, state) -> WorkerClient:
         raise SessionError("no session: select a movie or image strip and click New Session")
     s = settings(context)
     path = bpy.path.abspath(state.session_path)
-    key = (path, state.backend.lower(), DEVICE_NAMES.get(s.device, "auto"), s.checkpoint_dir)
+    key = (path, state.backend.lower(), DEVICE_NAMES.get(s.device, "auto"), s.checkpoint_dir, s.sam_model)
     client = get_client(context)
     if RT.opened != key:
         client.call(

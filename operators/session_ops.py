@@ -167,8 +167,24 @@ def find_strip(scene, name: str):
 # --------------------------------------------------------------------------- helpers
 
 
+def follow_strip(scene):
+    """``scene.tam`` with its frame mapping updated if the strip was moved or re-trimmed since.
+
+    The strip's current position is what the editor sees, so clicks, keys and new
+    strips follow it; the mapping stored in the session folder is only a record.
+    """
+    state = scene.tam
+    strip = find_strip(scene, state.strip_name)
+    if strip is not None and strip.type in ("MOVIE", "IMAGE"):
+        zero = source_index_zero_frame(strip)
+        start, length = int(strip.frame_final_start), int(strip.frame_final_duration)
+        if (state.scene_start, state.source_start, state.length) != (start, start - zero, length):
+            state.scene_start, state.source_start, state.length = start, start - zero, length
+    return state
+
+
 def _state(context):
-    return context.scene.tam
+    return follow_strip(context.scene)
 
 
 def _has_session(cls, context) -> bool:

@@ -177,6 +177,12 @@ def test_session_new_maps_scene_frames_through_the_strip_trims(scene, clip):
     assert bpy.ops.tam.object_add(name="ball") == {"FINISHED"}
     with pytest.raises(RuntimeError, match="outside the strip"):
         bpy.ops.tam.prompt_add(object_id=1, frame=STRIP_START, x=10, y=10)  # trimmed away
+    # the editor moves the strip later: clicks follow its new place
+    scene.sequence_editor.strips["clip"].frame_start += 10
+    assert bpy.ops.tam.prompt_add(object_id=1, frame=STRIP_START + 10 + 5, x=60, y=60) == {"FINISHED"}
+    assert st.scene_start == STRIP_START + 10 + TRIM
+    with _open_session(scene) as s:
+        assert [(p.frame, p.x, p.y) for p in s.prompts()] == [(5, 60.0, 60.0)]
 
 
 def test_unsupported_strips_are_refused_with_a_reason(scene, clip):

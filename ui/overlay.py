@@ -12,7 +12,7 @@ import os
 import bpy
 import numpy as np
 
-from ..operators.session_ops import find_strip
+from ..operators.session_ops import find_strip, source_index_zero_frame
 from .click_map import placement_from_strip, source_to_view
 
 MAX_TEXTURE_SIDE = 640  # the overlay is a preview: masks are shown at most this large
@@ -80,16 +80,14 @@ def draw() -> None:
     if state is None or not state.session_path or not state.objects:
         return
     frame = scene.frame_current
-    if not state.scene_start <= frame < state.scene_start + state.length:
-        return
     strip = find_strip(scene, state.strip_name)
-    if strip is None:
+    if strip is None or not strip.frame_final_start <= frame < strip.frame_final_end:
         return
     import gpu
     from gpu_extras.batch import batch_for_shader
 
     path = bpy.path.abspath(state.session_path)
-    src = state.scene_to_source(frame)
+    src = frame - source_index_zero_frame(strip)  # follows the strip if it was moved
     place = placement_from_strip(strip, scene, state.source_width, state.source_height)
     try:
         texture = _texture(state, path, src)
