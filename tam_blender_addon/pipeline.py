@@ -89,6 +89,13 @@ def plan_spans(keyframes: list[int], start: int, end: int, direction: str = "bot
     return spans
 
 
+class _NoProbs:
+    """Stands for a tracker result without probabilities (refining stored masks)."""
+
+    probs = None
+    obj_ids: list[int] = []
+
+
 def _labels_hash(rec: MaskRecord) -> str:
     h = hashlib.sha1(np.ascontiguousarray(rec.labels).tobytes())
     h.update(np.asarray(sorted(rec.obj_ids), np.int32).tobytes())
@@ -126,7 +133,8 @@ class Engine:
         self.weights = weights
         self.sam_model = sam_model
         self.weights_dir = weights_dir
-        self.refine = (self.backend == "neural") if refine is None else bool(refine)
+        self.refine_enabled = (self.backend == "neural") if refine is None else bool(refine)
+        self.refine_below = REFINE_BELOW
         self._source = None
         self._segmenter = None
         self._propagator = None
@@ -194,7 +202,9 @@ class Engine:
             else:
                 from ..models.xmem.propagator import XMemPropagator
 
-                self._propagator = XMemPropagator(self._weights_for("xmem"), device=self.device)
+                self._propagator = XMemPropagator(
+                    self._weights_for("xmem"), device=self.device, return_probs=self.refine_enabled
+                )
         return self._propagator
 
     @property
@@ -306,7 +316,7 @@ class Engine:
                          backend=self.backend_label(), keyframes=keyframes,
                          spans=[sp.name for sp, _, _ in todo],
                          skipped=[sp.name for sp in spans if state.get(self._span_signature(sp, keyhash)) == "done"])
-        counts = {"frames": 0, "refined": 0, "doubtful": 0}
+        counts = {"frames": 0, "refine_tried": 0, "refined": 0, "doubtful": 0}
         for sp, sig, resume_from in todo:
             self.session.log("span_start", job=job, span=sp.name, sig=sig, resume_from=resume_from)
             yield from self._run_span(sp, sig, keyrecs, resume_from, meter, counts, should_stop, job)
@@ -360,8 +370,8 @@ class Engine:
             labels = np.asarray(res.labels, np.uint8)
             conf = {int(k): float(v) for k, v in res.confidence.items()}
             kind = "tracked"
-            if self.refine:
-                labels, conf, n_ref = self._refine(f, image, labels, conf, res)
+            if self.refine_enabled:
+                labels, conf, n_ref = self._refine(f, image, labels, conf, res, counts)
                 if n_ref:
                     prop.correct(labels)
                     counts["refined"] += n_ref
@@ -400,9 +410,14 @@ class Engine:
             out_conf[o] = conf.get(o, 0.0) if here else other.confidence.get(o, 0.0)
         return out, out_conf
 
-    def _refine(self, f: int, image: np.ndarray, labels: np.ndarray, conf: dict[int, float], res):
-        """Paper step 3: SAM on the tracker's coarse mask where confidence drops."""
-        weak = [o for o, c in conf.items() if c < REFINE_BELOW and (labels == o).sum() >= 16]
+    def _refine(self, f: int, image: np.ndarray, labels: np.ndarray, conf: dict[int, float], res,
+                counts: dict):
+        """Paper step 3: SAM on the tracker's coarse mask where confidence drops.
+
+        Returns the new labels and confidences and how many objects were refined;
+        `counts` gains the tries (refine_tried) for the job log.
+        """
+        weak = [o for o, c in conf.items() if c < self.refine_below and (labels == o).sum() >= 16]
         if not weak:
             return labels, conf, 0
         from .refine import derive_prompts, masks_consistent
@@ -428,9 +443,30 @@ class Engine:
             out[refined & ((out == 0) | (out == o))] = o
             new_conf[o] = max(conf[o], float(r.score) * 0.5 + conf[o] * 0.5)
             n += 1
-        if n:
-            self.session.log("refine", frame=f, objects=weak, accepted=n)
+        counts["refine_tried"] += len(weak)
+        self.session.log("refine", frame=f, objects=weak, accepted=n)
         return out, new_conf, n
+
+    def refine(self, frames: list[int] | None = None, should_stop: StopFn = None) -> Iterator[Progress]:
+        """Run SAM refinement on stored tracked masks (default: the doubtful frames)."""
+        if frames is None:
+            frames = sorted({f for f, _, _ in self.doubtful_frames(self.refine_below)})
+        meter = RateMeter(len(frames))
+        counts = {"refine_tried": 0, "refined": 0}
+        for f in frames:
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"refinement cancelled at frame {f}; refined frames are kept")
+            rec = self.session.read_mask(f)
+            if rec is None or rec.kind == "keyframe":
+                yield meter.progress("refine", frame=f)
+                continue
+            image = self.source.get(f)
+            labels, conf, n = self._refine(f, image, rec.labels, dict(rec.confidence), _NoProbs, counts)
+            if n:
+                counts["refined"] += n
+                self.session.write_mask(f, labels, conf, kind="refined")
+            yield meter.progress("refine", frame=f)
+        self.session.log("refine_done", frames=len(frames), **counts)
 
     def doubtful_frames(self, threshold: float = DOUBTFUL_BELOW) -> list[tuple[int, int, float]]:
         """(frame, object, confidence) of frames where an object's confidence stays low."""

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import Cancelled, InputError, SessionError, TamError
+from .errors import Cancelled, SessionError, TamError
 from .protocol import (
     PROTOCOL_VERSION,
     LineReader,
@@ -635,12 +635,7 @@ class Worker:
             extra = {"should_stop": stop} if job.polls_stop else {}
             return engine.export(params["format"], params["out"], **_given(params, "frames"), **extra)
         if job.cmd == "refine":
-            # Looked up on the class: Engine also has an instance flag named `refine`
-            # (refine while tracking) that would shadow the method on the instance.
-            refine = getattr(type(engine), "refine", None)
-            if not callable(refine):
-                raise InputError("refine: this engine has no separate refine job (tracking refines as it goes)")
-            return refine(engine, **_given(params, "frames"), should_stop=stop)
+            return engine.refine(**_given(params, "frames"), should_stop=stop)
         if job.cmd == "shapes":
             try:
                 from .matte_shapes import write_shapes
