@@ -44,12 +44,12 @@ def _fcurve_collection(mask: bpy.types.Mask):
     ad = mask.animation_data_create()
     action = bpy.data.actions.new(name=f"{mask.name} shapes")
     if hasattr(action, "slots") and hasattr(action, "layers"):  # layered actions (4.4+)
-        from bpy_extras import anim_utils
-
         slot = action.slots.new(id_type="MASK", name=mask.name)
         ad.action = action
         ad.action_slot = slot
-        return anim_utils.action_ensure_channelbag_for_slot(action, slot).fcurves
+        layer = action.layers[0] if len(action.layers) else action.layers.new("Layer")
+        strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type="KEYFRAME")
+        return strip.channelbag(slot, ensure=True).fcurves
     ad.action = action
     return action.fcurves
 
