@@ -26,14 +26,11 @@ def _smooth3(h: np.ndarray, passes: int = 2) -> np.ndarray:
     c = h.reshape(LEVELS, LEVELS, LEVELS).astype(np.float64)
     for _ in range(passes):
         for ax in range(3):
-            p = np.pad(c, [(1, 1) if a == ax else (0, 0) for a in range(3)])
-            sl = [slice(None)] * 3
-            sl[ax] = slice(0, -2)
-            lo = p[tuple(sl)]
-            sl[ax] = slice(2, None)
-            hi = p[tuple(sl)]
-            sl[ax] = slice(1, -1)
-            c = 0.25 * lo + 0.5 * p[tuple(sl)] + 0.25 * hi
+            c = np.moveaxis(c, ax, 0)
+            out = 0.5 * c
+            out[1:] += 0.25 * c[:-1]
+            out[:-1] += 0.25 * c[1:]
+            c = np.moveaxis(out, 0, ax)
     return c.reshape(-1)
 
 
