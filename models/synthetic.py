@@ -62,5 +62,5 @@ def synthetic_state_dict(
             continue
         dtype = str(tensor.dtype).replace("torch.", "")
         arr = synthetic_array(key, tuple(tensor.shape), dtype, formula)
-        out[key] = torch.from_numpy(np.ascontiguousarray(arr))
+        out[key] = torch.from_numpy(np.array(arr, order="C", copy=True))  # keeps 0-d entries 0-d
     return out

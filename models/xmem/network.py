@@ -127,9 +127,8 @@ def synthetic_weights(
 def synthetic_for_template(
     template: Mapping[str, Tensor], formula: str = SYNTHETIC_FORMULA
 ) -> dict[str, Tensor]:
-    """models.synthetic's state dict for `template`, with 0-d entries kept 0-d (np.ascontiguousarray makes them 1-d)."""
-    sd = synthetic_state_dict(template, formula)
-    return {k: v.reshape(template[k].shape) for k, v in sd.items()}
+    """models.synthetic's state dict for `template` (the XMem formula by default)."""
+    return synthetic_state_dict(template, formula)
 
 
 def network_from_state_dict(

@@ -21,8 +21,8 @@ What it adds around the official inference core:
   objects or between object and background.
 * **Precision.** fp32 by default with TF32 disabled while XMem runs (TF32 changes the
   results by ~1e-2, see tests/fixtures/xmem/README.md). ``fast=True`` runs under CUDA fp16
-  autocast, as the official evaluation does; ``fast=None`` picks that on CUDA and fp32
-  elsewhere.
+  autocast, as the official evaluation does; ``fast=None`` (the default) means fp32, so
+  results match the parity-tested path unless the user asks for speed.
 
 Per frame, only the frame goes to the device and only the label map (plus K confidence
 values, and the probabilities when ``return_probs``) comes back. Memory is bounded by
@@ -87,9 +87,7 @@ class XMemPropagator:
         self.network, self.weights_label = load_network(weights, self.device)
         self.synthetic = str(weights) == "synthetic"
         self.process_size = process_size
-        self.fast = (
-            (self.device.type == "cuda") if fast is None else bool(fast and self.device.type == "cuda")
-        )
+        self.fast = bool(fast) and self.device.type == "cuda"
         self.return_probs = return_probs
         self.config = {**DEFAULT_CONFIG, **config}
         self._mean = torch.tensor(MEAN, device=self.device).view(3, 1, 1)
