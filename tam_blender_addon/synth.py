@@ -432,3 +432,33 @@ def write_clip(clip: Clip, out_dir: str | Path, video: bool = True, images: bool
             writer.close()
     paths["spec"].write_text(json.dumps(asdict(clip.spec), indent=1))
     return paths
+
+
+def load_spec(path: str | Path) -> ClipSpec:
+    """Read back the clip.json that write_clip stores, so a written clip can be re-rendered exactly."""
+    d = json.loads(Path(path).read_text())
+    objs = [ObjectSpec(**{**o, "size": tuple(o["size"]), "path": [tuple(k) for k in o["path"]]})
+            for o in d.pop("objects", [])]
+    return ClipSpec(**{**d, "pan": tuple(d["pan"]), "objects": objs})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m track_anything.tam_blender_addon.synth PRESET OUT [--seed N] [--images] [--no-video]`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="synth", description="Write a synthetic clip with exact ground truth.")
+    ap.add_argument("preset", choices=PRESETS)
+    ap.add_argument("out")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--images", action="store_true", help="also write frames/00000.png ...")
+    ap.add_argument("--no-video", action="store_true", help="do not write clip.mp4 (implies --images)")
+    args = ap.parse_args(argv)
+    paths = write_clip(make_clip(args.preset, seed=args.seed), args.out, video=not args.no_video,
+                       images=args.images or args.no_video)
+    for key, path in sorted(paths.items()):
+        print(f"{key}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,6 +13,8 @@ from track_anything.tam_blender_addon.synth import (
     PRESETS,
     ClipSpec,
     ObjectSpec,
+    load_spec,
+    main,
     make_clip,
     preset_spec,
     write_clip,
@@ -125,3 +127,14 @@ def test_write_clip_writes_video_frames_and_gt_masks(tmp_path):
             gt = cv2.imread(str(tmp_path / "gt" / str(oid) / f"{i:05d}.png"), cv2.IMREAD_UNCHANGED)
             assert set(np.unique(gt)) <= {0, 255}
             assert np.array_equal(gt == 255, clip.labels(i) == oid)
+
+
+def test_written_spec_reloads_to_the_same_clip_and_cli_writes_png_sequence(tmp_path):
+    spec = preset_spec("occlusion", seed=7)
+    paths = write_clip(make_clip(dataclasses.replace(spec, num_frames=3)), tmp_path / "a", video=False, images=True)
+    again = load_spec(paths["spec"])
+    assert again == dataclasses.replace(spec, num_frames=3)
+    assert main(["leave_reenter", str(tmp_path / "b"), "--seed", "1", "--no-video"]) == 0
+    clip = make_clip("leave_reenter", seed=1)
+    assert len(list((tmp_path / "b" / "frames").glob("*.png"))) == clip.num_frames
+    assert not (tmp_path / "b" / "clip.mp4").exists()
