@@ -9,7 +9,9 @@ objects away in the worker and adds the result as an image strip above the sourc
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import bpy
@@ -265,11 +267,35 @@ def build_compositor(scene, mask: bpy.types.Mask) -> bpy.types.Scene:
 # --------------------------------------------------------------------------- operators
 
 
-def _output_dir(state, name: str) -> Path:
-    """A folder inside the session for an output."""
-    path = Path(bpy.path.abspath(state.session_path)) / name
+def _masks_signature(session_dir: Path) -> str:
+    """Changes whenever a stored mask is written or removed (count and newest time)."""
+    stamps = [e.stat().st_mtime_ns for e in os.scandir(session_dir / "masks") if e.name.endswith(".npz")] \
+        if (session_dir / "masks").is_dir() else []
+    return f"{len(stamps)}:{max(stamps, default=0)}"
+
+
+def _output_dir(state, name: str, fresh: bool = False) -> Path:
+    """A folder inside the session for an output.
+
+    Its files stay for a resumed job only while the masks they came from are unchanged
+    (or never, with `fresh`); otherwise the folder is emptied first.
+    """
+    session_dir = Path(bpy.path.abspath(state.session_path))
+    path = session_dir / name
+    stamp = path / ".masks_signature"
+    signature = _masks_signature(session_dir)
+    if path.is_dir() and (fresh or not stamp.is_file() or stamp.read_text() != signature):
+        shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(signature)
     return path
+
+
+def _replace_strip(scene, name: str) -> None:
+    """Remove an earlier output strip of that name (writing again replaces it)."""
+    old = find_strip(scene, name)
+    if old is not None:
+        _strips(scene).remove(old)
 
 
 def _source_strip_channel(scene) -> int:
@@ -310,7 +336,7 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
                                   lambda sc, res: after_shapes(sc, res, out))
             else:
                 fmt = "exr" if scene.tam.matte_exr else "png"
-                out = _output_dir(scene.tam, f"mattes_{fmt}")
+                out = _output_dir(scene.tam, f"mattes_{fmt}", fresh=True)
                 st = scene.tam
                 frames = list(range(st.source_start, st.source_start + st.length))
                 runtime.start_job(scene, "export", {"format": fmt, "out": str(out), "frames": frames},
@@ -343,6 +369,7 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
             for label, files in groups:
                 obj = scene.tam.object_by_id(int(label)) if label.isdigit() else None
                 name = f"{scene.tam.strip_name} matte {obj.name if obj else label}"
+                _replace_strip(scene, name)
                 strip = add_image_strip(scene, name, files, _source_strip_channel(scene))
                 strip.blend_type = "ALPHA_OVER"
                 strip.mute = True  # a matte over the picture would hide it: unmute to look at it
@@ -397,8 +424,9 @@ class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
             if len(files) != len(frames):
                 raise SessionError(f"inpainting left {len(frames) - len(files)} frames missing in {out}")
             label = ", ".join(scene.tam.object_by_id(i).name for i in ids if scene.tam.object_by_id(i))
-            strip = add_image_strip(scene, f"{scene.tam.strip_name} without {label}", files,
-                                    _source_strip_channel(scene))
+            name = f"{scene.tam.strip_name} without {label}"
+            _replace_strip(scene, name)
+            strip = add_image_strip(scene, name, files, _source_strip_channel(scene))
             return f"removed {label}: strip {strip.name!r} ({len(files)} frames)"
 
         runtime.start_job(context.scene, "inpaint", {"objects": ids, "out": str(out), "dilate": self.dilate,

@@ -284,6 +284,10 @@ def test_objects_remove_changes_only_the_dilated_masks(scene, clip):
             inside = cv2.dilate(s.object_mask(i, 1).astype(np.uint8), kernel) > 0
             assert np.array_equal(out[~inside], orig[~inside]), f"frame {i} changed outside the mask"
             assert np.abs(out[inside].astype(int) - orig[inside]).mean() > 5, f"frame {i} unchanged inside"
+    # asking again (masks unchanged) reuses the finished frames and replaces the strip
+    assert bpy.ops.tam.objects_remove(object_ids="1", dilate=dilate, feather=0) == {"FINISHED"}
+    assert len([s for s in strips if s.name.startswith("clip without")]) == 1
+    assert "(10 frames)" in st.message
 
 
 def test_state_survives_save_and_reload(scene, clip, tmp_path):
