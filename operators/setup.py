@@ -231,6 +231,8 @@ class TAM_OT_weights_download(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     names: StringProperty(name="Checkpoints", description="Names separated by spaces (default: the missing ones)")
+    url: StringProperty(name="URL", description="Fetch one checkpoint from this address instead: a mirror, "
+                                                "or file:///path of a file downloaded by hand")
 
     @classmethod
     def poll(cls, context) -> bool:
@@ -250,7 +252,12 @@ class TAM_OT_weights_download(bpy.types.Operator):
         if not names:
             self.report({"INFO"}, "all checkpoints are installed")
             return {"FINISHED"}
+        if self.url and len(names) != 1:
+            self.report({"ERROR"}, "a URL is for one checkpoint: name it in Checkpoints")
+            return {"CANCELLED"}
         cmd = [runtime.worker_python(s), str(LAUNCH), "cli", "weights", "download", *names, "--dir", s.checkpoint_dir]
+        if self.url:
+            cmd += ["--url", self.url]
         task = start_task("weights", "Downloading checkpoints", [cmd])
         if task.result and task.result != "done":
             self.report({"ERROR"}, f"{task.label}: {task.result}")

@@ -328,6 +328,28 @@ def test_preferences_status_and_offline_download_refusal(addon):
         bpy.ops.tam.weights_download()
 
 
+def test_weights_download_runs_the_cli_and_the_status_follows(addon, tmp_path):
+    """With online access on, the download runs `tam weights download` in a child process."""
+    setup = _mod("operators.setup")
+    runtime = _mod("operators.runtime")
+    handmade = tmp_path / "XMem.pth"
+    handmade.write_bytes(b"not really a checkpoint, but XMem publishes no size or hash")
+    kept_dir = addon.checkpoint_dir
+    addon.checkpoint_dir = str(tmp_path / "weights")
+    bpy.context.preferences.system.use_online_access = True
+    try:
+        assert bpy.app.online_access
+        assert bpy.ops.tam.weights_download(names="xmem", url=handmade.as_uri()) == {"FINISHED"}
+        task = setup.TASKS["weights"]
+        assert task.result == "done", list(task.lines)
+        assert (tmp_path / "weights" / "XMem.pth").is_file()
+        line = setup.status_line(runtime.settings(bpy.context))
+        assert "XMem" not in line and "SAM" in line
+    finally:
+        bpy.context.preferences.system.use_online_access = False
+        addon.checkpoint_dir = kept_dir
+
+
 def test_worker_env_create_builds_a_venv_without_blocking_on_timers(addon, tmp_path):
     """tam.worker_env_create runs `python -m venv` as a child process polled to completion."""
     where = tmp_path / "env"
