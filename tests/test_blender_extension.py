@@ -256,6 +256,11 @@ def test_written_mask_renders_like_the_session_mattes(scene, clip, tmp_path):
     assert matte.type == "IMAGE" and len(matte.elements) == st.length
     assert (matte.frame_final_start, matte.frame_final_end) == (first, last + 1)
     assert matte.channel > scene.sequence_editor.strips["clip"].channel
+    # EXR mattes replace the PNG strip
+    st.matte_exr = True
+    assert bpy.ops.tam.mattes_write(targets={"IMAGE_STRIP"}) == {"FINISHED"}
+    mattes = [s for s in scene.sequence_editor.strips if s.name.startswith("clip matte")]
+    assert len(mattes) == 1 and mattes[0].elements[0].filename.endswith(".exr")
 
 
 
@@ -481,3 +486,36 @@ def test_image_sequence_strip_gets_a_session_of_its_files(addon, clip, tmp_path)
     assert bpy.ops.tam.box_add(frame=3 + 6, x0=x0 - 3, y0=y0 - 3, x1=x1 + 3, y1=y1 + 3) == {"FINISHED"}
     with _open_session(sc) as s:
         assert _iou(s.object_mask(6, 1), c.mask(6, 1)) > 0.8
+
+
+def test_objects_ranges_and_doubtful_frames(scene, clip):
+    """object_remove drops an object; track honours frame_end; doubtful frames jump the playhead."""
+    c, _ = clip
+    runtime = _mod("operators.runtime")
+    assert bpy.ops.tam.session_new(backend="CLASSIC") == {"FINISHED"}
+    assert bpy.ops.tam.object_add(name="ball") == {"FINISHED"}
+    assert bpy.ops.tam.object_add(name="spare") == {"FINISHED"}
+    st = scene.tam
+    assert [(o.obj_id, o.name) for o in st.objects] == [(1, "ball"), (2, "spare")]
+    assert st.active.obj_id == 2
+    assert bpy.ops.tam.object_remove() == {"FINISHED"}  # the active one
+    assert [o.obj_id for o in st.objects] == [1]
+    x0, y0, x1, y1 = c.box(3, 1)
+    first = STRIP_START + 3
+    assert bpy.ops.tam.box_add(object_id=1, frame=first, x0=x0 - 3, y0=y0 - 3, x1=x1 + 3, y1=y1 + 3) == {"FINISHED"}
+    assert bpy.ops.tam.track(direction="FORWARD", frame_start=first, frame_end=first + 4) == {"FINISHED"}
+    with _open_session(scene) as s:
+        assert s.mask_frames() == [3, 4, 5, 6, 7]
+        assert [o.id for o in s.objects] == [1]
+
+    # a frame the tracker was unsure about shows up in the list; jumping goes there
+    from track_anything.tam_blender_addon.session import Session
+
+    runtime.release_session()
+    with Session.open(st.session_path) as s:
+        rec = s.read_mask(6)
+        s.write_mask(6, rec.labels, {1: 0.2})
+    _mod("operators.session_ops")._doubtful_frames(scene)
+    assert [(d.frame, d.obj_id) for d in st.doubtful] == [(STRIP_START + 6, 1)]
+    assert bpy.ops.tam.frame_jump(index=0) == {"FINISHED"}
+    assert scene.frame_current == STRIP_START + 6
