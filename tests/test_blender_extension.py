@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from track_anything.tam_blender_addon.matte_shapes import iou
+
 bpy = pytest.importorskip("bpy")
 cv2 = pytest.importorskip("cv2")
 
@@ -123,11 +125,6 @@ def _open_session(sc):
     return Session.open(sc.tam.session_path, writable=False)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def _render_frames(sc, first: int, last: int, folder: Path) -> dict[int, np.ndarray]:
     """Render frames first..last of scene `sc`, one by one; {frame: BGRA uint8 image}.
 
@@ -209,13 +206,13 @@ def test_box_segments_at_once_and_tracking_fills_every_frame(scene, clip):
     assert bpy.ops.tam.box_add(object_id=1, frame=frame, x0=x0 - 3, y0=y0 - 3, x1=x1 + 3, y1=y1 + 3) == {"FINISHED"}
     with _open_session(scene) as s:
         rec = s.read_mask(4)
-        assert rec is not None and _iou(rec.mask(1), c.mask(4, 1)) > 0.8
+        assert rec is not None and iou(rec.mask(1), c.mask(4, 1)) > 0.8
     assert bpy.ops.tam.track(direction="BOTH") == {"FINISHED"}
     st = scene.tam
     assert st.job == "" and st.job_progress == 100.0 and "tracked" in st.message
     with _open_session(scene) as s:
         assert set(range(TRIM, N - TRIM)) <= set(s.mask_frames())
-        ious = [_iou(s.object_mask(i, 1), c.mask(i, 1)) for i in range(TRIM, N - TRIM)]
+        ious = [iou(s.object_mask(i, 1), c.mask(i, 1)) for i in range(TRIM, N - TRIM)]
     assert min(ious) > 0.7, ious
 
 
@@ -244,8 +241,8 @@ def test_written_mask_renders_like_the_session_mattes(scene, clip, tmp_path):
     with _open_session(scene) as s:
         for f in range(first, last + 1):
             matte = s.object_mask(st.scene_to_source(f), 1)
-            ious[f] = _iou(mask_imgs[f][..., 2] > 127, matte)
-            comp_ious[f] = _iou(comp_imgs[f][..., 3] > 127, matte)
+            ious[f] = iou(mask_imgs[f][..., 2] > 127, matte)
+            comp_ious[f] = iou(comp_imgs[f][..., 3] > 127, matte)
     print("mask render IoU per frame:", {f: round(v, 4) for f, v in ious.items()})
     print("compositor alpha IoU per frame:", {f: round(v, 4) for f, v in comp_ious.items()})
     assert min(ious.values()) >= 0.95, ious
@@ -457,7 +454,7 @@ def test_mask_with_holes_and_topology_changes_renders_every_frame(addon, tmp_pat
     rs.view_settings.view_transform = "Standard"
     rs.sequence_editor_create().strips.new_mask("m", mask, 1, zero)
     images = _render_frames(rs, zero, zero + frames - 1, tmp_path / "r")
-    ious = [_iou(images[zero + t][..., 2] > 127, matte(t)) for t in range(frames)]
+    ious = [iou(images[zero + t][..., 2] > 127, matte(t)) for t in range(frames)]
     print("multi-span mask render IoU per frame:", [round(v, 4) for v in ious])
     assert min(ious) >= 0.95, ious
 
@@ -485,7 +482,7 @@ def test_image_sequence_strip_gets_a_session_of_its_files(addon, clip, tmp_path)
     x0, y0, x1, y1 = c.box(6, 1)
     assert bpy.ops.tam.box_add(frame=3 + 6, x0=x0 - 3, y0=y0 - 3, x1=x1 + 3, y1=y1 + 3) == {"FINISHED"}
     with _open_session(sc) as s:
-        assert _iou(s.object_mask(6, 1), c.mask(6, 1)) > 0.8
+        assert iou(s.object_mask(6, 1), c.mask(6, 1)) > 0.8
 
 
 def test_objects_ranges_and_doubtful_frames(scene, clip):
