@@ -306,6 +306,24 @@ def object_spans(
     return build_spans((f, extract_rings(m, epsilon=epsilon, min_area=min_area)) for f, m in masks)
 
 
+def _pack(mask: np.ndarray) -> tuple[int, int, tuple[int, int], np.ndarray] | None:
+    """A matte kept small for the final check: its bounding-box crop as packed bits."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = mask[y0:y1, x0:x1]
+    return int(y0), int(x0), crop.shape, np.packbits(crop)
+
+
+def _unpack(packed: tuple[int, int, tuple[int, int], np.ndarray], width: int, height: int) -> np.ndarray:
+    """Inverse of `_pack`: the full-frame boolean matte."""
+    y0, x0, (h, w), bits = packed
+    out = np.zeros((height, width), dtype=bool)
+    out[y0:y0 + h, x0:x0 + w] = np.unpackbits(bits, count=h * w).reshape(h, w).astype(bool)
+    return out
+
+
 def shapes_document(
     session,
     objects: Sequence[int] | None = None,
@@ -316,14 +334,17 @@ def shapes_document(
 ) -> dict:
     """Build the shapes JSON document for the session's stored masks (see module doc).
 
-    Reads each stored frame once (memory stays bounded by the vector data, not the
-    video). With `check`, every frame's polygons are rasterised back and compared with
-    the matte; the worst and mean IoU are reported in ``quality``.
+    Reads each stored frame once; memory holds the outlines (and, with `check`, each
+    matte's bounding box as packed bits), never the frames. With `check`, the final
+    splines of every frame are rasterised back and compared with the matte; the worst
+    and mean IoU go into ``quality`` (frames whose object is only specks too small to
+    outline are counted in ``frames_without_shape``).
     """
     width, height = int(session.source.width), int(session.source.height)
     wanted = [o for o in session.objects if objects is None or o.id in objects]
     rings_per_obj: dict[int, list[tuple[int, list[Ring]]]] = {o.id: [] for o in wanted}
-    ious: list[float] = []
+    packed: dict[tuple[int, int], tuple] = {}
+    without_shape = 0
     for frame in session.mask_frames():
         record = session.read_mask(frame)
         if record is None:
@@ -332,14 +353,20 @@ def shapes_document(
             m = record.labels == o.id
             rings = extract_rings(m, epsilon=epsilon, min_area=4.0)
             rings_per_obj[o.id].append((frame, rings))
-            if check and m.any():
-                ious.append(iou(rasterize([r.points for r in rings], width, height), m))
+            if not rings:
+                without_shape += bool(m.any())
+            elif check:
+                packed[(o.id, frame)] = _pack(m)
+    ious: list[float] = []
     doc_objects = []
     for o in wanted:
-        spans = build_spans(rings_per_obj[o.id])
         doc_spans = []
-        for span in spans:
+        for span in build_spans(rings_per_obj[o.id]):
             tracks = resample_span(span, spacing=spacing, max_points=max_points)
+            if check:
+                for t in range(len(span.rings)):
+                    got = rasterize([track[t] for track in tracks], width, height)
+                    ious.append(iou(got, _unpack(packed.pop((o.id, span.start + t)), width, height)))
             doc_spans.append(
                 {
                     "start": span.start,
@@ -364,6 +391,7 @@ def shapes_document(
         "frames_checked": len(ious),
         "min_iou": round(min(ious), 5) if ious else None,
         "mean_iou": round(float(np.mean(ious)), 5) if ious else None,
+        "frames_without_shape": without_shape,
     }
     return {
         "format": FORMAT,

@@ -132,7 +132,7 @@ def test_write_shapes_writes_blender_ready_json(session, tmp_path):
     out = tmp_path / "shapes.json"
     summary = ms.write_shapes(session, out)
     assert summary["objects"] == 2 and summary["spans"] == 2
-    assert summary["min_iou"] >= 0.97
+    assert summary["min_iou"] >= 0.97 and summary["frames_without_shape"] == 0
     doc = json.loads(out.read_text())
     assert doc["format"] == "tam-shapes" and doc["space"] == "blender-mask"
     for obj in doc["objects"]:
