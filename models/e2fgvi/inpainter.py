@@ -1,0 +1,304 @@
+"""Production E2FGVI-HQ Inpainter: any resolution and length, bounded memory, streamed output.
+
+What it adds to the paper's test script, and why:
+
+* Streaming windows. The official sliding windows (centre every `neighbor_stride`
+  frames, local frames +-stride, running pairwise average where windows overlap) are
+  run one at a time; a frame is yielded as soon as no later window covers it, so
+  results stream in index order and cancelling between windows loses nothing finished.
+* Bounded references. test.py takes every `ref_length`-th frame of the WHOLE video as
+  a reference, so cost and memory grow with length. Clips up to `chunk_frames` long
+  keep that exact rule; longer clips take references only from within
+  +-chunk_frames/2 of the window centre (still on the same every-`ref_length` grid),
+  so at most about `chunk_frames` frames are held, at working resolution.
+* Working resolution. Above `work_size` frames are inpainted downscaled; the filled
+  result is upscaled and pasted back only inside the caller's (already dilated) mask,
+  optionally feathered inwards, so every pixel outside the mask is the source pixel,
+  bit for bit. Source frames are re-read through `get_frame` when they are pasted, so
+  full-resolution frames are never accumulated.
+* Windows whose local frames have empty masks skip the network: the official
+  composite there is the source frame itself, so the result is unchanged.
+* fp32 by default; on CUDA, `precision="fp16"|"bf16"` runs the network under autocast
+  with fused scaled-dot-product attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ...tam_blender_addon.errors import InputError
+from .network import InpaintGenerator, build_generator
+from .procedure import accumulate, composite, masked_input, neighbor_ids, pred_to_255, ref_ids
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else as torch understands it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device} requested but CUDA is not available")
+    return dev
+
+
+def working_shape(h: int, w: int, work_size: tuple[int, int] | None) -> tuple[int, int]:
+    """Size to inpaint an (h, w) frame at: unchanged if it fits `work_size`, else scaled to fit.
+
+    `work_size` is (height, width) for landscape frames and is turned for portrait ones.
+    """
+    if not work_size:
+        return h, w
+    wh, ww = sorted(work_size) if h <= w else sorted(work_size, reverse=True)
+    scale = min(wh / h, ww / w)
+    if scale >= 1:
+        return h, w
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def feather_alpha(mask: np.ndarray, feather: int) -> np.ndarray:
+    """Paste weight inside `mask`: 1 deeper than `feather` px from its edge, ramping to 1/feather at it, 0 outside."""
+    m = mask.astype(np.uint8)
+    if feather <= 0:
+        return m.astype(np.float32)
+    dist = cv2.distanceTransform(m, cv2.DIST_L2, 3)
+    return np.minimum(dist / float(feather), 1.0).astype(np.float32)
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box (y0, y1, x0, x1) of `mask` plus a 1-px margin (so its edge reads as an edge)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return max(0, rows[0] - 1), min(h, rows[-1] + 2), max(0, cols[0] - 1), min(w, cols[-1] + 2)
+
+
+def upscale_at(work: np.ndarray, size: tuple[int, int], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Pixels (ys, xs) of a bilinear resize of `work` to `size` (h, w), computed only there: (N, 3) uint8.
+
+    Pixel-centre mapping with clamped edges, as cv2.resize(INTER_LINEAR) when upscaling.
+    """
+    wh, ww = work.shape[:2]
+    py = np.clip((ys + 0.5) * (wh / size[0]) - 0.5, 0, wh - 1)
+    px = np.clip((xs + 0.5) * (ww / size[1]) - 0.5, 0, ww - 1)
+    y0 = py.astype(np.intp)
+    x0 = px.astype(np.intp)
+    y1 = np.minimum(y0 + 1, wh - 1)
+    x1 = np.minimum(x0 + 1, ww - 1)
+    fy = (py - y0).astype(np.float32)[:, None]
+    fx = (px - x0).astype(np.float32)[:, None]
+    img = work.astype(np.float32)
+    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
+    bottom = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
+    return np.clip(np.rint(top * (1 - fy) + bottom * fy), 0, 255).astype(np.uint8)
+
+
+def paste_values(src: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], values: np.ndarray,
+                 feather: int) -> np.ndarray:
+    """`src` with `values` ((N, 3), one per mask pixel inside `box`, row-major) pasted, feathered inwards.
+
+    Only mask pixels are written, so everything outside the mask is bit-exact.
+    """
+    out = src.copy()
+    y0, y1, x0, x1 = box
+    m = mask[y0:y1, x0:x1]
+    dst = out[y0:y1, x0:x1]
+    if feather <= 0:
+        dst[m] = values
+        return out
+    a = feather_alpha(m, feather)[m][:, None]
+    s = dst[m].astype(np.float32)
+    dst[m] = np.clip(np.rint(s + (values.astype(np.float32) - s) * a), 0, 255).astype(np.uint8)
+    return out
+
+
+def paste(src: np.ndarray, filled: np.ndarray, mask: np.ndarray, feather: int) -> np.ndarray:
+    """`src` with same-size `filled` pasted inside `mask` (feathered); pixels outside stay bit-exact."""
+    box = mask_box(mask)
+    if box is None:
+        return src.copy()
+    y0, y1, x0, x1 = box
+    return paste_values(src, mask, box, filled[y0:y1, x0:x1][mask[y0:y1, x0:x1]], feather)
+
+
+def downscale_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Working-size 0/1 mask: a pixel is a hole if its source footprint touches the mask (+1 px)."""
+    h, w = mask.shape
+    rs = np.floor(np.arange(size[0]) * (h / size[0])).astype(np.intp)
+    cs = np.floor(np.arange(size[1]) * (w / size[1])).astype(np.intp)
+    small = np.logical_or.reduceat(np.logical_or.reduceat(mask, rs, axis=0), cs, axis=1).astype(np.uint8)
+    # Footprints overlap by a fraction of a pixel and bilinear upscaling reads one pixel
+    # further: one more working pixel all round covers both.
+    return cv2.dilate(small, np.ones((3, 3), np.uint8)) if small.any() else small
+
+
+class E2FGVIInpainter:
+    """The `Inpainter` backend on E2FGVI-HQ (see models/protocols.py)."""
+
+    name = "e2fgvi-hq"
+
+    def __init__(self, weights: str | Path = "synthetic", device: str = "auto",
+                 work_size: tuple[int, int] | None = (480, 864), neighbor_stride: int = 5,
+                 ref_length: int = 10, chunk_frames: int = 60, feather: int = 0,
+                 precision: str = "fp32", model: InpaintGenerator | None = None) -> None:
+        """Load the network; `weights` is a checkpoint path or "synthetic" (deterministic synthetic-v1)."""
+        if neighbor_stride < 1 or ref_length < 1:
+            raise InputError("neighbor_stride and ref_length must be at least 1")
+        if chunk_frames < 2 * neighbor_stride + 1:
+            raise InputError(f"chunk_frames must be at least {2 * neighbor_stride + 1} (one window)")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.device = resolve_device(device)
+        self.work_size = tuple(work_size) if work_size else None
+        self.neighbor_stride = int(neighbor_stride)
+        self.ref_length = int(ref_length)
+        self.chunk_frames = int(chunk_frames)
+        self.feather = int(feather)
+        # Half precision only where it pays and is supported: CUDA.
+        self.precision = precision if self.device.type == "cuda" else "fp32"
+        if model is None:
+            model, label = build_generator(str(weights) if isinstance(weights, Path) else weights)
+        else:
+            label = "given-model"
+        self.weights_label = label
+        self.synthetic = label.startswith("synthetic")
+        self.model = model.to(self.device).eval()
+        self.model.set_attention(use_sdpa=self.precision != "fp32")
+        # Statistics of the last inpaint() call: network calls made (windows with nothing to
+        # fill are skipped) and the most working-size frames held at once.
+        self.windows_run = 0
+        self.max_cached = 0
+
+    # -- planning ---------------------------------------------------------------------
+    def plan(self, length: int) -> list[tuple[int, list[int], list[int]]]:
+        """(centre, local positions, reference positions) of each window over `length` frames."""
+        out = []
+        half = self.chunk_frames // 2
+        for f in range(0, length, self.neighbor_stride):
+            nb = neighbor_ids(f, length, self.neighbor_stride)
+            if length <= self.chunk_frames:
+                refs = ref_ids(f, nb, length, self.ref_length, -1)
+            else:
+                refs = [i for i in range(0, length, self.ref_length) if abs(i - f) <= half and i not in nb]
+            out.append((f, nb, refs))
+        return out
+
+    # -- running ------------------------------------------------------------------------
+    def _model_pred(self, x: torch.Tensor, num_local: int) -> torch.Tensor:
+        """tanh output for the local frames of one window, float32."""
+        dtype = PRECISIONS[self.precision]
+        with torch.inference_mode():
+            if dtype is not None:
+                with torch.autocast(device_type=self.device.type, dtype=dtype):
+                    pred, _ = self.model(x, num_local)
+            else:
+                pred, _ = self.model(x, num_local)
+        return pred[:num_local].float()
+
+    def inpaint(
+        self,
+        get_frame: Callable[[int], np.ndarray],
+        get_mask: Callable[[int], np.ndarray],
+        indices: Sequence[int],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (index, filled frame) for every index in order, each as soon as it is final."""
+        indices = list(indices)
+        n = len(indices)
+        if n == 0:
+            return
+        first = np.asarray(get_frame(indices[0]))
+        if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
+            raise InputError(f"frames must be RGB uint8 (H, W, 3), got {first.dtype} {first.shape}")
+        src_h, src_w = first.shape[:2]
+        work_h, work_w = working_shape(src_h, src_w, self.work_size)
+        scaled = (work_h, work_w) != (src_h, src_w)
+        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # pos -> (work frame u8, work mask 0/1)
+        src_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # native size only: pos -> (frame, mask)
+        acc: dict[int, np.ndarray] = {}
+        pending_first = {0: first}  # read once: it is also position 0's first read
+        del first
+
+        def read(pos: int) -> tuple[np.ndarray, np.ndarray]:
+            frame = pending_first.pop(pos, None)
+            if frame is None:
+                frame = np.asarray(get_frame(indices[pos]))
+            mask = np.asarray(get_mask(indices[pos])).astype(bool)
+            if frame.shape[:2] != (src_h, src_w) or mask.shape != (src_h, src_w):
+                raise InputError(f"frame/mask {indices[pos]} has size {frame.shape[:2]}/{mask.shape}, "
+                                 f"expected {(src_h, src_w)}")
+            return frame, mask
+
+        def load(pos: int) -> tuple[np.ndarray, np.ndarray]:
+            if pos not in cache:
+                frame, mask = read(pos)
+                if scaled:
+                    wf = cv2.resize(frame, (work_w, work_h), interpolation=cv2.INTER_AREA)
+                    cache[pos] = (wf, downscale_mask(mask, (work_h, work_w)))
+                else:
+                    cache[pos] = (frame, mask.astype(np.uint8))
+                    src_cache[pos] = (frame, mask)
+            return cache[pos]
+
+        def finish(pos: int) -> np.ndarray:
+            work = acc.pop(pos).astype(np.uint8)  # test.py's final truncation
+            if pos in src_cache:
+                frame, mask = src_cache.pop(pos)
+            else:  # re-read rather than hold full-size frames between windows
+                frame, mask = read(pos)
+            box = mask_box(mask)
+            if box is None:
+                return frame.copy()
+            ys, xs = np.nonzero(mask[box[0]:box[1], box[2]:box[3]])
+            ys += box[0]
+            xs += box[2]
+            values = upscale_at(work, (src_h, src_w), ys, xs) if scaled else work[ys, xs]
+            return paste_values(frame, mask, box, values, self.feather)
+
+        plan = self.plan(n)
+        next_out = 0
+        self.max_cached = 0
+        self.windows_run = 0
+        for k, (_f, nb, refs) in enumerate(plan):
+            if should_stop is not None and should_stop():
+                return
+            ids = nb + refs
+            for pos in ids:
+                load(pos)
+            self.max_cached = max(self.max_cached, len(cache))
+            if any(cache[pos][1].any() for pos in nb):
+                frames = np.stack([cache[pos][0] for pos in ids])
+                masks = np.stack([cache[pos][1] for pos in ids])
+                x = masked_input(frames, masks).to(self.device)
+                p255 = pred_to_255(self._model_pred(x, len(nb)), work_h, work_w)
+                self.windows_run += 1
+                for i, pos in enumerate(nb):
+                    acc[pos] = accumulate(acc.get(pos), composite(p255[i], frames[i], masks[i]))
+                del x, frames, masks, p255
+            else:
+                for pos in nb:  # nothing to fill: the official composite is the frame itself
+                    acc[pos] = accumulate(acc.get(pos), cache[pos][0])
+            # Frames before the next window's first local frame are covered by no later window.
+            done_until = plan[k + 1][1][0] if k + 1 < len(plan) else n
+            while next_out < done_until:
+                pos = next_out
+                next_out += 1
+                yield indices[pos], finish(pos)  # no reference kept while the caller holds it
+            # Forget work frames no later window can use: later windows need local frames from
+            # the next window's first one on, and references on the ref_length grid (all of it
+            # for clips within one chunk, else only from the next centre - chunk_frames/2 on).
+            if k + 1 < len(plan):
+                nb_start = plan[k + 1][1][0]
+                ref_from = 0 if n <= self.chunk_frames else plan[k + 1][0] - self.chunk_frames // 2
+                for pos in [p for p in cache if p < nb_start
+                            and not (p % self.ref_length == 0 and p >= ref_from)]:
+                    del cache[pos]
+                    src_cache.pop(pos, None)
