@@ -115,13 +115,17 @@ def draw() -> None:
             boxes.append([source_to_view(place, x, y) for x, y in
                           ((p.x0, p.y0), (p.x1, p.y0), (p.x1, p.y1), (p.x0, p.y1))])
     shader = gpu.shader.from_builtin("UNIFORM_COLOR")
+    try:  # round points that honour the point size on every GPU backend (4.0+)
+        point_shader = gpu.shader.from_builtin("POINT_UNIFORM_COLOR")
+    except (ValueError, TypeError):
+        point_shader = shader
     gpu.state.point_size_set(9.0)
     for points, color in ((pos, (0.2, 1.0, 0.3, 1.0)), (neg, (1.0, 0.25, 0.2, 1.0))):
         if points:
-            batch = batch_for_shader(shader, "POINTS", {"pos": points})
-            shader.bind()
-            shader.uniform_float("color", color)
-            batch.draw(shader)
+            batch = batch_for_shader(point_shader, "POINTS", {"pos": points})
+            point_shader.bind()
+            point_shader.uniform_float("color", color)
+            batch.draw(point_shader)
     for box in boxes:
         batch = batch_for_shader(shader, "LINE_LOOP", {"pos": box})
         shader.bind()
