@@ -18,6 +18,9 @@ from bpy.props import (
     StringProperty,
 )
 
+# "//" (relative to the .blend) is allowed in path properties that say so (4.5+; older ones just allow it)
+BLEND_RELATIVE = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+
 BACKEND_ITEMS = [
     ("NEURAL", "Neural", "SAM clicks, XMem tracking, E2FGVI-HQ removal (needs the checkpoints)"),
     ("CLASSIC", "Classic", "Weight-free OpenCV: GrabCut clicks, optical-flow tracking, flow inpainting"),
@@ -54,7 +57,8 @@ class TAM_PG_doubtful(bpy.types.PropertyGroup):
 class TAM_PG_state(bpy.types.PropertyGroup):
     """Per-scene add-on state (``scene.tam``)."""
 
-    session_path: StringProperty(name="Session", subtype="DIR_PATH", description="Session folder on disk")
+    session_path: StringProperty(name="Session", subtype="DIR_PATH", options=BLEND_RELATIVE,
+                                 description="Session folder on disk")
     strip_name: StringProperty(name="Strip", description="The strip the session tracks")
     backend: EnumProperty(name="Backend", items=BACKEND_ITEMS, default="CLASSIC")
     source_width: IntProperty(name="Width", min=0)

@@ -21,7 +21,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from ..tam_blender_addon.errors import InputError, TamError
 from . import runtime
-from .props import BACKEND_ITEMS
+from .props import BACKEND_ITEMS, BLEND_RELATIVE
 
 DIRECTION_ITEMS = [
     ("BOTH", "Both", "Track forwards and backwards from every keyframe"),
@@ -323,7 +323,7 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
 
     backend: EnumProperty(name="Backend", items=BACKEND_ITEMS, default="NEURAL")
     strip: StringProperty(name="Strip", description="Strip name (default: the active strip)")
-    directory: StringProperty(name="Folder", subtype="DIR_PATH",
+    directory: StringProperty(name="Folder", subtype="DIR_PATH", options=BLEND_RELATIVE,
                               description="Session folder (default: next to the .blend, or the user folder)")
 
     @classmethod
@@ -355,7 +355,8 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
                                     max_memory_frames=prefs.max_memory_frames)
             session.save()
         state = scene.tam
-        state.session_path = str(path)
+        # relative to the .blend when beside it, so the project folder can move as a whole
+        state.session_path = bpy.path.relpath(str(path)) if bpy.data.filepath else str(path)
         state.strip_name = strip.name
         state.backend = backend
         state.source_width, state.source_height = source["width"], source["height"]

@@ -122,7 +122,7 @@ def scene(addon, clip):
 def _open_session(sc):
     from track_anything.tam_blender_addon.session import Session
 
-    return Session.open(sc.tam.session_path, writable=False)
+    return Session.open(bpy.path.abspath(sc.tam.session_path), writable=False)
 
 
 def _render_frames(sc, first: int, last: int, folder: Path) -> dict[int, np.ndarray]:
@@ -315,7 +315,8 @@ def test_state_survives_save_and_reload(scene, clip, tmp_path):
     assert [(o.obj_id, o.name) for o in st.objects] == [(1, "ball")]
     # a new session next to the saved .blend, not in the user folder
     assert bpy.ops.tam.session_new(backend="CLASSIC") == {"FINISHED"}
-    assert Path(sc.tam.session_path).parent == tmp_path / "shot_track_anything"
+    assert sc.tam.session_path.startswith("//shot_track_anything")
+    assert Path(bpy.path.abspath(sc.tam.session_path)).parent == tmp_path / "shot_track_anything"
 
 
 def test_preferences_status_and_offline_download_refusal(addon):
@@ -509,7 +510,7 @@ def test_objects_ranges_and_doubtful_frames(scene, clip):
     from track_anything.tam_blender_addon.session import Session
 
     runtime.release_session()
-    with Session.open(st.session_path) as s:
+    with Session.open(bpy.path.abspath(st.session_path)) as s:
         rec = s.read_mask(6)
         s.write_mask(6, rec.labels, {1: 0.2})
     _mod("operators.session_ops")._doubtful_frames(scene)
