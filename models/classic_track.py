@@ -361,7 +361,7 @@ class ClassicPropagator:
         n, lab, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
         if n <= 1:
             return None
-        need = max(20.0, 0.08 * st.ref_area)
+        need = max(20.0, 0.03 * st.ref_area)
         best, best_score = None, 0.0
         for k in range(1, n):
             area = stats[k, cv2.CC_STAT_AREA]
