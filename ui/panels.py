@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..operators import runtime
+from ..operators import runtime, setup
 from ..tam_blender_addon.progress import format_eta
 
 
@@ -54,6 +54,7 @@ class TAM_PT_main(bpy.types.Panel):
         layout = self.layout
         state = context.scene.tam
         if not state.session_path:
+            layout.label(text=setup.status_line(runtime.settings(context)), icon="INFO")
             layout.label(text="Select a movie or image strip, then:")
             row = layout.row(align=True)
             row.operator("tam.session_new", text="New Session (Neural)").backend = "NEURAL"
