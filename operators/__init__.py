@@ -25,10 +25,11 @@ def unregister() -> None:
     """Stop the worker, then unregister what register() added."""
     import bpy
 
-    from . import props, runtime, session_ops
+    from . import props, runtime, session_ops, setup
 
     session_ops.remove_handlers()
     runtime.shutdown()
+    setup.cancel_all()  # their timers stop the child processes at the next tick
     for cls in reversed(_classes()):
         bpy.utils.unregister_class(cls)
     props.unregister()
