@@ -83,7 +83,13 @@ class ClassicSegmenter:
         lab = np.ones(len(pts), np.int32) if labels is None else np.asarray(labels, np.int32).reshape(-1)
         if len(lab) != len(pts):
             raise ValueError("points and labels differ in length")
-        pos, neg = pts[lab > 0], pts[lab <= 0]
+        inside = (pts[:, 0] >= 0) & (pts[:, 0] <= w - 1) & (pts[:, 1] >= 0) & (pts[:, 1] <= h - 1)
+        pos, neg = pts[(lab > 0) & inside], pts[(lab <= 0) & inside]  # clicks off the frame say nothing
+        if box is not None:
+            b = np.asarray(box, np.float64).reshape(4)
+            if min(b[0], b[2]) >= w or min(b[1], b[3]) >= h or max(b[0], b[2]) <= 0 or max(b[1], b[3]) <= 0 \
+                    or abs(b[2] - b[0]) < 1 or abs(b[3] - b[1]) < 1:
+                box = None  # a box that covers no pixel of the frame
         prior = None if mask_prompt is None else self._prompt_mask(mask_prompt, h, w)
         if prior is not None and not prior.any():
             prior = None
@@ -130,6 +136,8 @@ class ClassicSegmenter:
             cv2.circle(gc, (int(round(x)), int(round(y))), r, int(cv2.GC_BGD), -1)
 
         x0, y0, x1, y1 = roi
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return SegmentResult(mask=np.zeros((h, w), bool), score=0.0)
         sub = gc[y0:y1, x0:x1]
         init = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
         cut = grabcut_refine(img[y0:y1, x0:x1], sub, self.iterations)

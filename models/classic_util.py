@@ -86,6 +86,8 @@ def disk(radius: int) -> np.ndarray:
 def clean_mask(mask: np.ndarray, keep: np.ndarray | None = None, min_frac: float = 0.08,
                hole_frac: float = 0.05, min_px: int = 6) -> np.ndarray:
     """Drop small islands and fill small holes; islands touching `keep` (bool) are always kept."""
+    if mask.size == 0 or not mask.any():
+        return mask.astype(bool)  # (OpenCV's labelling crashes on empty arrays)
     m = mask.astype(np.uint8)
     n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
     if n <= 1:

@@ -71,3 +71,13 @@ def test_no_prompt_gives_an_empty_mask_and_predict_needs_an_image():
     seg.set_image(np.zeros((20, 30, 3), np.uint8))
     res = seg.predict()
     assert not res.mask.any() and res.score == 0.0
+
+
+def test_prompts_off_the_frame_give_an_empty_mask_instead_of_crashing():
+    clip = make_clip("demo", seed=0)
+    seg = ClassicSegmenter()
+    seg.set_image(clip.get(0))
+    assert not seg.predict(box=np.array([400, 300, 500, 400.0])).mask.any()
+    assert not seg.predict(box=np.array([10, 10, 10, 10.0])).mask.any()
+    assert not seg.predict(points=np.array([[-5.0, -5.0]]), labels=np.array([1])).mask.any()
+    assert not seg.predict(points=np.array([[100.0, 100.0]]), labels=np.array([0])).mask.any()
