@@ -87,6 +87,7 @@ class ClassicPropagator:
         """Forget every object and frame."""
         self._objs: dict[int, _ObjState] = {}
         self._prev_gray: np.ndarray | None = None
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # last frame and its colour bins
         self._shape: tuple[int, int] | None = None
 
     def add_reference(self, frame: np.ndarray, labels: np.ndarray, obj_ids: Sequence[int]) -> None:
@@ -118,6 +119,7 @@ class ClassicPropagator:
             self._remember_template(st, frame)
         self._rebuild_luts()
         self._prev_gray = self._gray(frame)
+        self._last = (frame.copy(), idx)
 
     def track(self, frame: np.ndarray) -> TrackResult:
         """Propagate every object's mask from the previous frame to `frame`, then remember the result."""
@@ -153,6 +155,7 @@ class ClassicPropagator:
             self._remember_template(st, frame)
         self._rebuild_luts()
         self._prev_gray = gray
+        self._last = (frame.copy(), idx)
         return TrackResult(labels=labels, confidence={o: float(conf.get(o, 0.0)) for o in ids}, probs=probs,
                            obj_ids=ids)
 
@@ -160,12 +163,18 @@ class ClassicPropagator:
         """Replace the last frame's masks by `labels` (e.g. refined by SAM) and learn from them."""
         if self._shape is None or np.asarray(labels).shape != self._shape:
             raise ValueError("ClassicPropagator.correct: labels do not match the tracked frame")
+        frame, idx = self._last if self._last is not None else (None, None)
         for oid, st in self._objs.items():
             m = np.asarray(labels) == oid
             st.mask = m
             st.lost = not m.any()
             if not st.lost:
                 st.last_area = float(m.sum())
+                if idx is not None and st.ref_count:
+                    self._learn(st, idx, m)
+            if frame is not None:
+                self._remember_template(st, frame)
+        self._rebuild_luts()
 
     # -- helpers --------------------------------------------------------------------------------
     def _check_frame(self, frame: np.ndarray, allow_new: bool = False) -> None:

@@ -96,14 +96,20 @@ def test_confidence_drops_when_the_object_vanishes_from_the_frame():
 
 def test_correct_replaces_the_remembered_mask():
     clip = make_clip("small_object_pan", seed=2)
-    f, lab = _keyframe(clip, 0)
-    prop = ClassicPropagator()
-    prop.add_reference(f, lab, [1])
-    prop.track(clip.get(1))
-    prop.correct(np.zeros_like(lab))  # the user says: object 1 is not there
+    box = clip.box(0, 1)
+    half = clip.labels(0)
+    half[:, int((box[0] + box[2]) / 2):] = 0  # a bad keyframe: only the left half of the object
+    js = {}
+    for fix in (False, True):
+        prop = ClassicPropagator()
+        prop.add_reference(clip.get(0), half, [1])
+        prop.track(clip.get(1))
+        if fix:
+            prop.correct(clip.labels(1))
+        js[fix] = np.mean([_j(prop.track(clip.get(i)).labels == 1, clip.mask(i, 1)) for i in range(2, 6)])
+    assert js[True] > 0.8 and js[True] > js[False] + 0.1
     with pytest.raises(ValueError):
         prop.correct(np.zeros((3, 3), np.uint8))
-    assert prop.track(clip.get(2)).confidence[1] < 0.9  # any answer now comes from re-detection only
 
 
 def test_tracking_runs_at_interactive_speed_on_cpu():
