@@ -97,34 +97,31 @@ def is_clockwise_mask_space(points: np.ndarray) -> bool:
 
 
 def resample_ring(points: np.ndarray, count: int) -> np.ndarray:
-    """`count` points along the closed ring, keeping its corners where `count` allows.
+    """`count` points evenly spaced by arc length along the closed ring, snapped to its corners.
 
-    With at least as many points as the ring has vertices every vertex is kept (so
-    corners stay sharp) and the extra points are spread over the edges in proportion
-    to their length; with fewer, the points are evenly spaced by arc length.
+    Even spacing keeps every point at nearly the same place along the outline from one
+    frame to the next, so keyed points glide with the object instead of sliding along
+    it. Then each vertex of the outline replaces the point nearest to it along the ring
+    (the sharpest vertex wins where several share a point), so corners stay sharp.
     """
     p = np.asarray(points, dtype=np.float64)
     n = len(p)
     nxt = np.roll(p, -1, axis=0)
     seg = np.linalg.norm(nxt - p, axis=1)
-    total = float(seg.sum())
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    total = float(cum[-1])
     if total <= 0:
         return np.repeat(p[:1], count, axis=0)
-    if count >= n:
-        share = seg / total * (count - n)
-        extra = np.floor(share).astype(int)
-        left = count - n - int(extra.sum())
-        if left:
-            extra[np.argsort(-(share - extra), kind="stable")[:left]] += 1
-        steps = [np.arange(m + 1) / (m + 1) for m in extra]
-        idx = np.repeat(np.arange(n), extra + 1)
-        t = np.concatenate(steps)
-        return p[idx] + (nxt[idx] - p[idx]) * t[:, None]
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
     targets = np.arange(count) * (total / count)
     idx = np.clip(np.searchsorted(cum, targets, side="right") - 1, 0, n - 1)
     t = np.where(seg[idx] > 0, (targets - cum[idx]) / np.where(seg[idx] > 0, seg[idx], 1.0), 0.0)
-    return p[idx] + (nxt[idx] - p[idx]) * t[:, None]
+    out = p[idx] + (nxt[idx] - p[idx]) * t[:, None]
+    into, outof = p - np.roll(p, 1, axis=0), nxt - p
+    turn = np.abs(np.arctan2(into[:, 0] * outof[:, 1] - into[:, 1] * outof[:, 0], np.sum(into * outof, axis=1)))
+    slot = np.rint(cum[:-1] / total * count).astype(int) % count
+    order = np.argsort(turn, kind="stable")  # the sharpest vertex is written last and wins
+    out[slot[order]] = p[order]
+    return out
 
 
 def align_start(ring: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -247,7 +244,7 @@ def build_spans(frames: Iterable[tuple[int, list[Ring]]]) -> list[Span]:
 
 
 def span_point_counts(span: Span, spacing: float = 3.0, min_points: int = 8, max_points: int = 400) -> list[int]:
-    """One constant point count per ring of the span: enough for every corner and `spacing` px."""
+    """One constant point count per ring of the span: a point every `spacing` px, and room for every vertex."""
     counts = []
     for k in range(len(span.rings[0])):
         longest = max(_ring_length(frame_rings[k].points) for frame_rings in span.rings)
