@@ -107,6 +107,7 @@ class Job:
     on_result: Callable[[bpy.types.Scene, dict], None] | None = None
     req: int | None = None
     started: float = field(default_factory=time.monotonic)
+    file: int = 0  # RT.files when started: results never land in a file loaded since
 
 
 class Runtime:
@@ -120,6 +121,7 @@ class Runtime:
         self.timer_on = False
         self.started = 0  # jobs started so far: tells whether a follow-up chained another
         self.block_in_background = True  # scripts see results at once; tests may pump instead
+        self.files = 0  # .blend files loaded so far
 
 
 RT = Runtime()
@@ -216,7 +218,7 @@ def start_job(
         raise TamError(f"{RT.job.label} is already running: wait for it or cancel it")
     state = scene.tam
     client = open_session(None, state)
-    job = Job(cmd, params, scene.name, label, on_result)
+    job = Job(cmd, params, scene.name, label, on_result, file=RT.files)
     job.req = client.request(cmd, **params)
     RT.job = job
     RT.started += 1
@@ -247,9 +249,15 @@ def wait(timeout: float | None = None) -> None:
 
 
 def _state(job: Job):
-    """The ``scene.tam`` of the job's scene (None if the scene is gone)."""
-    scene = bpy.data.scenes.get(job.scene)
+    """(scene, ``scene.tam``) of the job; (None, None) if the scene or its file is gone."""
+    scene = bpy.data.scenes.get(job.scene) if job.file == RT.files else None
     return (scene, scene.tam) if scene is not None else (None, None)
+
+
+def file_loaded() -> None:
+    """Another .blend was loaded: the running job's results have nowhere to go, stop it."""
+    RT.files += 1
+    cancel()
 
 
 def _finish(job: Job, message: str, error: bool) -> None:

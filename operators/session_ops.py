@@ -250,6 +250,13 @@ def sync_objects(state, objects) -> None:
 
 
 @bpy.app.handlers.persistent
+def on_load(*_args) -> None:
+    """A .blend was loaded: stop a job meant for the previous file, then resync the objects."""
+    runtime.file_loaded()
+    resync_objects()
+
+
+@bpy.app.handlers.persistent
 def resync_objects(*_args) -> None:
     """After undo, redo or loading a file: list exactly the objects the session folder holds.
 
@@ -269,23 +276,23 @@ def resync_objects(*_args) -> None:
             sync_objects(state, objects)
 
 
-HANDLERS = ("undo_post", "redo_post", "load_post")
+HANDLERS = (("undo_post", resync_objects), ("redo_post", resync_objects), ("load_post", on_load))
 
 
 def add_handlers() -> None:
     """Keep the object list in step with the session after undo/redo/load."""
-    for name in HANDLERS:
+    for name, fn in HANDLERS:
         handlers = getattr(bpy.app.handlers, name)
-        if resync_objects not in handlers:
-            handlers.append(resync_objects)
+        if fn not in handlers:
+            handlers.append(fn)
 
 
 def remove_handlers() -> None:
     """Undo `add_handlers`."""
-    for name in HANDLERS:
+    for name, fn in HANDLERS:
         handlers = getattr(bpy.app.handlers, name)
-        while resync_objects in handlers:
-            handlers.remove(resync_objects)
+        while fn in handlers:
+            handlers.remove(fn)
 
 
 class _TamOperator:

@@ -407,6 +407,13 @@ def test_track_without_blocking_is_pumped_and_cancel_keeps_finished_frames(scene
         pump_until_idle()
         assert st.job == "" and st.job_progress == 100.0 and st.message.startswith("tracked")
         assert st.job_total > 0 and st.job_done == st.job_total
+
+        # loading another file stops the job, and nothing lands in the new file's scene
+        assert bpy.ops.tam.track(direction="BACKWARD") == {"FINISHED"}
+        bpy.ops.wm.read_homefile(use_empty=True)
+        pump_until_idle()
+        new = bpy.context.scene.tam
+        assert new.job == "" and new.message == "" and not new.session_path
     finally:
         runtime.RT.block_in_background = True
 
