@@ -51,7 +51,7 @@ def _speed_changed(strip, scene) -> str:
     if abs(float(getattr(strip, "speed_factor", 1.0)) - 1.0) > 1e-6:  # 4.x strip playback speed
         return f"it plays at {strip.speed_factor:g}x speed"
     if len(getattr(strip, "retiming_keys", ())) > 0:  # a plain strip has none
-        return "it has retiming keys (Strip > Retiming > Reset clears them)"
+        return "it has retiming keys (Reset Retiming clears them)"
     for other in _all_strips(scene):
         if other.type == "SPEED" and getattr(other, "input_1", None) == strip:
             return f"the speed effect {other.name!r} changes its speed"
