@@ -13,15 +13,16 @@ import glob
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from track_anything.tam_blender_addon.matte_shapes import iou
-
 bpy = pytest.importorskip("bpy")
 cv2 = pytest.importorskip("cv2")
+
+from track_anything.tam_blender_addon.matte_shapes import iou  # noqa: E402 - needs cv2
 
 pytestmark = [pytest.mark.bpy, pytest.mark.slow]
 
@@ -95,8 +96,6 @@ def addon(tmp_path_factory):
         with pytest.raises(ProcessLookupError):
             for _ in range(50):
                 os.kill(pid, 0)
-                import time
-
                 time.sleep(0.1)
     repos = list(bpy.context.preferences.extensions.repos)
     index = next(i for i, r in enumerate(repos) if r.module == "user_default")
@@ -374,8 +373,6 @@ def test_worker_requirements_match_pyproject():
 
 def test_track_without_blocking_is_pumped_and_cancel_keeps_finished_frames(scene, clip):
     """As in the UI: track returns at once, `pump` applies events; cancel stops between frames."""
-    import time
-
     runtime = _mod("operators.runtime")
     c, _ = clip
     assert bpy.ops.tam.session_new(backend="CLASSIC") == {"FINISHED"}
