@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from track_anything.models.e2fgvi.inpainter import E2FGVIInpainter, feather_alpha, paste, working_shape
+from track_anything.models.e2fgvi.procedure import run_procedure
 from track_anything.models.protocols import Inpainter
 from track_anything.tam_blender_addon.errors import InputError
 
@@ -97,6 +98,19 @@ def test_long_clip_uses_bounded_references_and_streams_each_frame_once(
     assert small_inpainter.max_cached <= small_inpainter.chunk_frames + 2
     # Native size: every frame is read once (references were read when first needed).
     assert sorted(set(reads)) == list(range(n)) and len(reads) == n
+
+
+def test_native_size_clip_matches_the_official_procedure(small_inpainter: E2FGVIInpainter) -> None:
+    n, h, w = 12, 40, 70
+    frames = np.stack([_texture(i, h, w) for i in range(n)])
+    masks = np.stack([_ellipse(i, h, w, 0.2, extra=True) for i in range(n)])
+    # Reference: test.py's windows, each a plain model call on the whole window.
+    ref = run_procedure(lambda x, num_local: small_inpainter.model(x, num_local)[0], frames, masks.astype(np.uint8))
+    # Ours reuses per-frame features and per-pair flows across windows and decodes local frames only.
+    ours = np.stack([f for _, f in small_inpainter.inpaint(frames.__getitem__, masks.__getitem__, range(n))])
+    diff = np.abs(ours.astype(np.int16) - ref.comp_u8)
+    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
+    assert np.array_equal(ours[~masks], frames[~masks])
 
 
 def test_frames_are_yielded_as_soon_as_no_later_window_covers_them(

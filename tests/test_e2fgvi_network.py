@@ -135,3 +135,19 @@ def test_fused_attention_path_agrees_with_the_reference_arithmetic() -> None:
         fused = attn(x, pooled)
     torch.testing.assert_close(chunked, ref, rtol=0, atol=1e-6)
     torch.testing.assert_close(fused, ref, rtol=0, atol=1e-5)
+
+
+def test_half_precision_autocast_path_runs_and_stays_close(synthetic_model: InpaintGenerator) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(1, 4, 3, 60, 108) * 2 - 1
+    with torch.inference_mode():
+        ref, _ = synthetic_model(x, 3)
+        synthetic_model.set_attention(use_sdpa=True)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                half, flows = synthetic_model(x, 3, decode_all=False)
+        finally:
+            synthetic_model.set_attention(use_sdpa=False)
+    assert half.shape == (3, 3, 60, 108) and flows[0].shape == (1, 2, 2, 15, 27)
+    diff = (half.float() - ref[:3]).abs()
+    assert torch.isfinite(half).all() and diff.mean() < 0.1

@@ -24,6 +24,7 @@ What it adds to the paper's test script, and why:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from .network import InpaintGenerator, build_generator
 from .procedure import accumulate, composite, masked_input, neighbor_ids, pred_to_255, ref_ids
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+ENCODE_BATCH = 8  # frames encoded at once (bounds the encoder's full-resolution activations)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -192,16 +194,49 @@ class E2FGVIInpainter:
         return out
 
     # -- running ------------------------------------------------------------------------
-    def _model_pred(self, x: torch.Tensor, num_local: int) -> torch.Tensor:
-        """tanh output for the local frames of one window, float32."""
+    def _autocast(self):
+        """Autocast context of the configured precision (a no-op for fp32)."""
         dtype = PRECISIONS[self.precision]
-        with torch.inference_mode():
-            if dtype is not None:
-                with torch.autocast(device_type=self.device.type, dtype=dtype):
-                    pred, _ = self.model(x, num_local)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _window_pred(self, ids: list[int], num_local: int, frames: dict[int, tuple[np.ndarray, np.ndarray]],
+                     feats: dict[int, tuple[torch.Tensor, torch.Tensor]],
+                     flows: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """tanh output (L, 3, Hp, Wp), float32, of one window's local frames.
+
+        Encoder features and quarter-size frames are computed once per frame and the
+        flows once per consecutive pair, then reused by every window that holds them
+        (the reference recomputes them in each of the 2-3 windows covering a frame).
+        """
+        nb = ids[:num_local]
+        with torch.inference_mode(), self._autocast():
+            new = [p for p in ids if p not in feats]
+            for s in range(0, len(new), ENCODE_BATCH):
+                part = new[s:s + ENCODE_BATCH]
+                x = masked_input(np.stack([frames[p][0] for p in part]),
+                                 np.stack([frames[p][1] for p in part]))[0].to(self.device)
+                enc = self.model.encoder(x)
+                quarter = self.model.quarter_frames(x)
+                for j, p in enumerate(part):
+                    feats[p] = (enc[j], quarter[j])
+            pairs = [a for a in nb[:-1] if a not in flows]
+            if pairs:
+                f0, f1 = self.model.pair_flows(torch.stack([feats[a][1] for a in pairs]),
+                                               torch.stack([feats[a + 1][1] for a in pairs]))
+                for j, a in enumerate(pairs):
+                    flows[a] = (f0[j], f1[j])
+            enc_feat = torch.stack([feats[p][0] for p in ids])[None]
+            if num_local > 1:
+                fl = (torch.stack([flows[a][0] for a in nb[:-1]])[None],
+                      torch.stack([flows[a][1] for a in nb[:-1]])[None])
             else:
-                pred, _ = self.model(x, num_local)
-        return pred[:num_local].float()
+                q = feats[nb[0]][1]
+                empty = q.new_zeros(1, 0, 2, q.shape[-2], q.shape[-1])
+                fl = (empty, empty)
+            pred, _ = self.model(None, num_local, enc_feat=enc_feat, flows=fl, decode_all=False)
+        return pred.float()
 
     def inpaint(
         self,
@@ -224,6 +259,8 @@ class E2FGVIInpainter:
         cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # pos -> (work frame u8, work mask 0/1)
         src_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # native size only: pos -> (frame, mask)
         acc: dict[int, np.ndarray] = {}
+        feats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # pos -> (encoder feature, quarter frame)
+        flows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # pos -> flows between pos and pos + 1
         pending_first = {0: first}  # read once: it is also position 0's first read
         del first
 
@@ -275,14 +312,12 @@ class E2FGVIInpainter:
                 load(pos)
             self.max_cached = max(self.max_cached, len(cache))
             if any(cache[pos][1].any() for pos in nb):
-                frames = np.stack([cache[pos][0] for pos in ids])
-                masks = np.stack([cache[pos][1] for pos in ids])
-                x = masked_input(frames, masks).to(self.device)
-                p255 = pred_to_255(self._model_pred(x, len(nb)), work_h, work_w)
+                pred = self._window_pred(ids, len(nb), cache, feats, flows)
+                p255 = pred_to_255(pred, work_h, work_w)
                 self.windows_run += 1
                 for i, pos in enumerate(nb):
-                    acc[pos] = accumulate(acc.get(pos), composite(p255[i], frames[i], masks[i]))
-                del x, frames, masks, p255
+                    acc[pos] = accumulate(acc.get(pos), composite(p255[i], cache[pos][0], cache[pos][1]))
+                del pred, p255
             else:
                 for pos in nb:  # nothing to fill: the official composite is the frame itself
                     acc[pos] = accumulate(acc.get(pos), cache[pos][0])
@@ -302,3 +337,5 @@ class E2FGVIInpainter:
                             and not (p % self.ref_length == 0 and p >= ref_from)]:
                     del cache[pos]
                     src_cache.pop(pos, None)
+                    feats.pop(pos, None)
+                    flows.pop(pos, None)

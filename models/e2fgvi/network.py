@@ -116,9 +116,11 @@ class SecondOrderDeformableAlignment(nn.Module):
         off_2 = off_2 + flow_2.flip(1).repeat(1, off_2.size(1) // 2, 1, 1)
         offset = torch.cat([off_1, off_2], dim=1)
         mask = torch.sigmoid(mask)
-        dtype = x.dtype
-        return deform_conv2d(x, offset.to(dtype), self.weight.to(dtype), self.bias.to(dtype),
-                             stride=(1, 1), padding=(1, 1), dilation=(1, 1), mask=mask.to(dtype))
+        # Always float32: half-precision kernels are missing on some devices and the
+        # offsets need the precision; under autocast the result goes back to x's dtype.
+        out = deform_conv2d(x.float(), offset.float(), self.weight.float(), self.bias.float(),
+                            stride=(1, 1), padding=(1, 1), dilation=(1, 1), mask=mask.float())
+        return out.to(x.dtype)
 
 
 class BidirectionalPropagation(nn.Module):
@@ -404,27 +406,52 @@ class InpaintGenerator(nn.Module):
         flows_1 = flows[n:].view(b, l_t - 1, 2, h // 4, w // 4)
         return flows_0, flows_1
 
-    def forward(self, masked_frames: torch.Tensor, num_local_frames: int
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """masked_frames (B, T, 3, Hp, Wp) in [-1, 1], the first L local -> (tanh images (B*T, 3, Hp, Wp), flows)."""
+    def quarter_frames(self, masked_frames: torch.Tensor) -> torch.Tensor:
+        """Masked frames (N, 3, Hp, Wp) in [-1, 1] -> [0, 1] at quarter size, as the flow network sees them."""
+        _, _, h, w = masked_frames.shape
+        return F.interpolate((masked_frames + 1) / 2, size=(h // 4, w // 4), mode="bilinear", align_corners=True)
+
+    def pair_flows(self, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flows first->second (flows_0) and second->first (flows_1) of quarter-size frame pairs (N, 3, h, w)."""
+        n = first.shape[0]
+        flows = self.update_spynet(torch.cat([first, second], 0), torch.cat([second, first], 0))
+        return flows[:n], flows[n:]
+
+    def forward(self, masked_frames: torch.Tensor | None, num_local_frames: int, *,
+                enc_feat: torch.Tensor | None = None,
+                flows: tuple[torch.Tensor, torch.Tensor] | None = None,
+                decode_all: bool = True) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """masked_frames (B, T, 3, Hp, Wp) in [-1, 1], the first L local -> (tanh images (B*T, 3, Hp, Wp), flows).
+
+        A caller that slides windows may pass per-frame encoder features `enc_feat`
+        (B, T, 128, Hp/4, Wp/4) and `flows` it computed before (they depend on single
+        frames and frame pairs only), and `decode_all=False` to decode only the local
+        frames, whose predictions are the only ones used.
+        """
         l_t = int(num_local_frames)
-        b, t, ori_c, ori_h, ori_w = masked_frames.shape
-        if ori_h % PAD_MULTIPLE[0] or ori_w % PAD_MULTIPLE[1]:
-            raise ValueError(f"input {ori_h}x{ori_w} must be padded to multiples of {PAD_MULTIPLE}")
-        pred_flows = self.forward_bidirect_flow((masked_frames[:, :l_t] + 1) / 2)
-        enc_feat = self.encoder(masked_frames.reshape(b * t, ori_c, ori_h, ori_w))
-        _, c, h, w = enc_feat.shape
+        if enc_feat is None or flows is None:
+            if masked_frames is None:
+                raise ValueError("masked_frames are needed unless both enc_feat and flows are given")
+            b, t, ori_c, ori_h, ori_w = masked_frames.shape
+            if ori_h % PAD_MULTIPLE[0] or ori_w % PAD_MULTIPLE[1]:
+                raise ValueError(f"input {ori_h}x{ori_w} must be padded to multiples of {PAD_MULTIPLE}")
+        pred_flows = flows if flows is not None else self.forward_bidirect_flow((masked_frames[:, :l_t] + 1) / 2)
+        if enc_feat is None:
+            enc_feat = self.encoder(masked_frames.reshape(b * t, ori_c, ori_h, ori_w))
+            _, c, h, w = enc_feat.shape
+        else:
+            b, t, c, h, w = enc_feat.shape
         size = (h, w)
-        local_feat = enc_feat.view(b, t, c, h, w)[:, :l_t]
-        ref_feat = enc_feat.view(b, t, c, h, w)[:, l_t:]
-        local_feat = self.feat_prop_module(local_feat, pred_flows[0], pred_flows[1])
-        enc_feat = torch.cat((local_feat, ref_feat), dim=1)
+        enc_feat = enc_feat.reshape(b, t, c, h, w)
+        local_feat = self.feat_prop_module(enc_feat[:, :l_t], pred_flows[0], pred_flows[1])
+        enc_feat = torch.cat((local_feat, enc_feat[:, l_t:]), dim=1)
         tokens = self.ss(enc_feat.view(-1, c, h, w), b, size)
         for block in self.transformer:
             tokens = block(tokens, size)
         trans_feat = self.sc(tokens, t, size).view(b, t, -1, h, w)
         enc_feat = enc_feat + trans_feat
-        output = self.decoder(enc_feat.view(b * t, c, h, w))
+        n_dec = t if decode_all else l_t
+        output = self.decoder(enc_feat[:, :n_dec].reshape(b * n_dec, c, h, w))
         return torch.tanh(output), pred_flows
 
 

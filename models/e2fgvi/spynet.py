@@ -23,14 +23,17 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") 
     ys = torch.arange(h, device=x.device)
     xs = torch.arange(w, device=x.device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    grid = torch.stack((gx, gy), 2).to(x.dtype)
-    moved = grid + flow
+    # Sample positions in float32 even under half-precision autocast: fp16 cannot hold
+    # pixel coordinates of a few hundred to sub-pixel accuracy.
+    grid = torch.stack((gx, gy), 2).float()
+    moved = grid + flow.float()
     # Same arithmetic order as the reference: 2 * g / max(size - 1, 1) - 1.
     nx = 2.0 * moved[:, :, :, 0] / max(w - 1, 1) - 1.0
     ny = 2.0 * moved[:, :, :, 1] / max(h - 1, 1) - 1.0
-    return F.grid_sample(
-        x, torch.stack((nx, ny), dim=3), mode="bilinear", padding_mode=padding_mode, align_corners=True
+    out = F.grid_sample(
+        x.float(), torch.stack((nx, ny), dim=3), mode="bilinear", padding_mode=padding_mode, align_corners=True
     )
+    return out.to(x.dtype)
 
 
 class _ConvAct(nn.Module):
