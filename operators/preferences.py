@@ -42,8 +42,9 @@ class TAM_AddonPreferences(bpy.types.AddonPreferences):
     sam_model: EnumProperty(name="SAM Model", items=SAM_ITEMS, default="vit_b")
     checkpoint_dir: StringProperty(name="Checkpoints", subtype="DIR_PATH", default="",
                                    description="Folder of the checkpoints (empty: the add-on's user folder)")
-    max_resolution: IntProperty(name="Processing Resolution", default=0, min=0, max=8192, subtype="PIXEL",
-                                description="Longer side the networks work at (0 = the source's)")
+    max_resolution: IntProperty(name="Processing Resolution", default=480, min=0, max=4320, subtype="PIXEL",
+                                description="Shorter side the tracker works at (480 as in XMem's own "
+                                "evaluation; 0 = the source's); mattes always come back at full size")
     mem_every: IntProperty(name="Memory Every", default=5, min=1, max=100,
                            description="Store every Nth tracked frame in the tracker's memory")
     max_memory_frames: IntProperty(name="Memory Frames", default=10, min=1, max=100,

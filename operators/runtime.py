@@ -171,20 +171,21 @@ def release_session() -> None:
     RT.opened = None
 
 
-def edit_session(context: bpy.types.Context, state, edit: Callable[[Any], Any]) -> Any:
-    """Run `edit(session)` on the scene's session opened for writing; return what it returns.
+def session_command(context: bpy.types.Context, state, cmd: str, **params: Any) -> dict:
+    """Send an edit (add_object, add_click, ...) to the worker, the session's one writer.
 
-    The session has one writer at a time. The worker's protocol has no commands for
-    objects and prompts, so the worker closes the session for the edit and opens it
-    again on its next command (`open_session`), then reading the new prompts.
+    The worker keeps the session (and SAM's embeddings) open, so a click costs only the
+    edit and the segmentation, never a model reload.
     """
-    from ..tam_blender_addon.session import Session
-
     if RT.job is not None:
         raise TamError(f"{RT.job.label} is running: wait for it or cancel it first")
-    release_session()
-    with Session.open(bpy.path.abspath(state.session_path)) as session:
-        return edit(session)
+    return open_session(context, state).call(cmd, timeout=START_TIMEOUT_S, **params)
+
+
+def session_objects(state) -> list:
+    """The session's object table as the worker last wrote it."""
+    with read_session(state) as session:
+        return session.objects
 
 
 def read_session(state):

@@ -400,14 +400,10 @@ class TAM_OT_object_add(_TamOperator, bpy.types.Operator):
     def run(self, context) -> set[str]:
         state = _state(context)
 
-        def edit(session):
-            info = session.add_object(self.name or None)
-            return info, session.objects
-
-        info, objects = runtime.edit_session(context, state, edit)
-        sync_objects(state, objects)
-        state.active_object = next(i for i, it in enumerate(state.objects) if it.obj_id == info.id)
-        state.message = f"added {info.name} (id {info.id}): click on it in the preview"
+        info = runtime.session_command(context, state, "add_object", name=self.name or None)
+        sync_objects(state, runtime.session_objects(state))
+        state.active_object = next(i for i, it in enumerate(state.objects) if it.obj_id == info["id"])
+        state.message = f"added {info['name']} (id {info['id']}): click on it in the preview"
         self.report({"INFO"}, state.message)
         return {"FINISHED"}
 
@@ -429,11 +425,8 @@ class TAM_OT_object_remove(_TamOperator, bpy.types.Operator):
         state = _state(context)
         obj = _object_id(state, self.object_id)
 
-        def edit(session):
-            session.remove_object(obj)
-            return session.objects
-
-        sync_objects(state, runtime.edit_session(context, state, edit))
+        runtime.session_command(context, state, "remove_object", obj=obj)
+        sync_objects(state, runtime.session_objects(state))
         for i in reversed(range(len(state.doubtful))):
             if state.doubtful[i].obj_id == obj:
                 state.doubtful.remove(i)
@@ -464,7 +457,8 @@ class TAM_OT_prompt_add(_TamOperator, bpy.types.Operator):
         obj = _object_id(state, self.object_id)
         frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
         src = _source_frame(state, frame)
-        runtime.edit_session(context, state, lambda s: s.add_click(src, obj, self.x, self.y, self.positive))
+        runtime.session_command(context, state, "add_click", frame=src, obj=obj, x=self.x, y=self.y,
+                                positive=self.positive)
         state.message = segment_frame(context, state, src, obj)
         self.report({"INFO"}, state.message)
         return {"FINISHED"}
@@ -495,7 +489,7 @@ class TAM_OT_box_add(_TamOperator, bpy.types.Operator):
         src = _source_frame(state, frame)
         x0, x1 = sorted((self.x0, self.x1))
         y0, y1 = sorted((self.y0, self.y1))
-        runtime.edit_session(context, state, lambda s: s.add_box(src, obj, x0, y0, x1, y1))
+        runtime.session_command(context, state, "add_box", frame=src, obj=obj, x0=x0, y0=y0, x1=x1, y1=y1)
         state.message = segment_frame(context, state, src, obj)
         self.report({"INFO"}, state.message)
         return {"FINISHED"}
@@ -520,7 +514,7 @@ class TAM_OT_prompts_clear(_TamOperator, bpy.types.Operator):
         frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
         src = _source_frame(state, frame)
         obj = self.object_id or None
-        runtime.edit_session(context, state, lambda s: s.clear_prompts(src, obj))
+        runtime.session_command(context, state, "clear_prompts", frame=src, obj=obj)
         runtime.redraw()
         state.message = f"cleared the clicks on frame {frame}"
         return {"FINISHED"}

@@ -203,9 +203,24 @@ class Engine:
                 from ..models.xmem.propagator import XMemPropagator
 
                 self._propagator = XMemPropagator(
-                    self._weights_for("xmem"), device=self.device, return_probs=self.refine_enabled
+                    self._weights_for("xmem"), device=self.device, return_probs=self.refine_enabled,
+                    **self._xmem_settings(),
                 )
         return self._propagator
+
+    def _xmem_settings(self) -> dict:
+        """Tracker settings the user chose (Blender preferences, stored with the session)."""
+        st = self.session.settings or {}
+        out: dict = {}
+        if "max_resolution" in st:
+            out["process_size"] = int(st["max_resolution"]) or None
+        if "mem_every" in st:
+            out["mem_every"] = max(1, int(st["mem_every"]))
+        if "max_memory_frames" in st:
+            hi = max(2, int(st["max_memory_frames"]))
+            out["max_mid_term_frames"] = hi
+            out["min_mid_term_frames"] = min(5, hi - 1)
+        return out
 
     @property
     def inpainter(self):
