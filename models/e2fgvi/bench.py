@@ -7,6 +7,8 @@ decoding and are comparable between machines.
 
 from __future__ import annotations
 
+import argparse
+import json
 import resource
 import sys
 import time
@@ -77,3 +79,21 @@ def run_bench(size: tuple[int, int] = (480, 864), frames: int = 100, device: str
         "precision": inp.precision,
         "windows_run": inp.windows_run,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m track_anything.models.e2fgvi.bench [--size H W] [--frames N] [--fast]`: print the result as JSON."""
+    parser = argparse.ArgumentParser(description="E2FGVI-HQ inpainting benchmark")
+    parser.add_argument("--size", type=int, nargs=2, default=(480, 864), metavar=("H", "W"))
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--weights", default="synthetic")
+    parser.add_argument("--fast", action="store_true")
+    args = parser.parse_args(argv)
+    res = run_bench(tuple(args.size), args.frames, args.device, args.weights, args.fast)
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
