@@ -435,6 +435,14 @@ class TAM_OT_object_remove(_TamOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _prompt_target(op, context) -> tuple:
+    """(scene state, object id, source frame) an operator's object_id/frame properties name."""
+    state = _state(context)
+    obj = _object_id(state, op.object_id)
+    frame = op.frame if op.properties.is_property_set("frame") else context.scene.frame_current
+    return state, obj, _source_frame(state, frame)
+
+
 class TAM_OT_prompt_add(_TamOperator, bpy.types.Operator):
     """Click on an object: positive adds to its mask, negative takes away"""
 
@@ -453,10 +461,7 @@ class TAM_OT_prompt_add(_TamOperator, bpy.types.Operator):
         return _has_session(cls, context)
 
     def run(self, context) -> set[str]:
-        state = _state(context)
-        obj = _object_id(state, self.object_id)
-        frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
-        src = _source_frame(state, frame)
+        state, obj, src = _prompt_target(self, context)
         runtime.session_command(context, state, "add_click", frame=src, obj=obj, x=self.x, y=self.y,
                                 positive=self.positive)
         state.message = segment_frame(context, state, src, obj)
@@ -483,10 +488,7 @@ class TAM_OT_box_add(_TamOperator, bpy.types.Operator):
         return _has_session(cls, context)
 
     def run(self, context) -> set[str]:
-        state = _state(context)
-        obj = _object_id(state, self.object_id)
-        frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
-        src = _source_frame(state, frame)
+        state, obj, src = _prompt_target(self, context)
         x0, x1 = sorted((self.x0, self.x1))
         y0, y1 = sorted((self.y0, self.y1))
         runtime.session_command(context, state, "add_box", frame=src, obj=obj, x0=x0, y0=y0, x1=x1, y1=y1)
