@@ -139,15 +139,15 @@ def test_fused_attention_path_agrees_with_the_reference_arithmetic() -> None:
 
 def test_half_precision_autocast_path_runs_and_stays_close(synthetic_model: InpaintGenerator) -> None:
     torch.manual_seed(0)
-    x = torch.rand(1, 4, 3, 60, 108) * 2 - 1
+    x = torch.rand(1, 3, 3, 60, 108) * 2 - 1
     with torch.inference_mode():
-        ref, _ = synthetic_model(x, 3)
+        ref, _ = synthetic_model(x, 2)
         synthetic_model.set_attention(use_sdpa=True)
         try:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                half, flows = synthetic_model(x, 3, decode_all=False)
+                half, flows = synthetic_model(x, 2, decode_all=False)
         finally:
             synthetic_model.set_attention(use_sdpa=False)
-    assert half.shape == (3, 3, 60, 108) and flows[0].shape == (1, 2, 2, 15, 27)
-    diff = (half.float() - ref[:3]).abs()
+    assert half.shape == (2, 3, 60, 108) and flows[0].shape == (1, 1, 2, 15, 27)
+    diff = (half.float() - ref[:2]).abs()
     assert torch.isfinite(half).all() and diff.mean() < 0.1
