@@ -12,6 +12,7 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,13 +48,19 @@ def _peak_host_bytes() -> int:
 
 
 def run_bench(size: tuple[int, int] = (480, 864), frames: int = 100, device: str = "auto",
-              weights: str = "synthetic", fast: bool = False) -> dict:
+              weights: str | Path = "synthetic", fast: bool = False) -> dict:
     """Inpaint `frames` procedural frames of `size` (h, w); seconds per frame and peak memory.
+
+    `weights`: "synthetic", "official" (the installed checkpoint) or a checkpoint path.
 
     `fast` uses the CUDA half-precision path (fp16 autocast + fused attention); on CPU it
     has no effect. Peak memory is the GPU's peak allocation on CUDA, else the process's
     peak resident size.
     """
+    if weights == "official":  # the installed E2FGVI-HQ-CVPR22.pth from the registry
+        from ..weights import resolve
+
+        weights = resolve("e2fgvi_hq")
     inp = E2FGVIInpainter(weights, device=device, work_size=size,
                           precision="fp16" if fast else "fp32")
     dev = inp.device
