@@ -5,9 +5,11 @@ key (see tests/fixtures/e2fgvi/manifest.json), so ``E2FGVI-HQ-CVPR22.pth`` loads
 strict matching. The deformable convolution is ``torchvision.ops.deform_conv2d``, which
 uses the same DCNv2 offset/mask layout as mmcv's ``modulated_deform_conv2d``.
 
-Two departures from the reference that do not change results: attention can run over
-window chunks (bounded memory) or through ``scaled_dot_product_attention`` (GPU fast
-path), and the two SPyNet directions run as one batch.
+Departures from the reference that change results at most at rounding level:
+attention runs over window chunks (bounded memory) or through
+``scaled_dot_product_attention`` (GPU path); the two SPyNet directions run as one batch;
+``forward`` accepts per-frame encoder features and flows computed earlier and can skip
+decoding the reference frames, so a sliding-window caller need not recompute them.
 """
 
 from __future__ import annotations
