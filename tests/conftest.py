@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -12,7 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # bpy writes its user config on import: point it at a throw-away folder first.
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="tam-blender-user-"))
+if "BLENDER_USER_RESOURCES" not in os.environ:
+    _user = tempfile.mkdtemp(prefix="tam-blender-user-")
+    os.environ["BLENDER_USER_RESOURCES"] = _user
+    atexit.register(shutil.rmtree, _user, ignore_errors=True)
 
 _spec = importlib.util.spec_from_file_location("_tam_launch", ROOT / "tam_blender_addon" / "launch.py")
 _launch = importlib.util.module_from_spec(_spec)
