@@ -97,13 +97,26 @@ def test_masks_are_dilated_like_test_py() -> None:
     np.testing.assert_array_equal(dilate_mask(one, 4), (abs(yy - 7) + abs(xx - 7) <= 4).astype(np.uint8))
 
 
-def test_padding_mirrors_with_the_edge_pixel_even_beyond_the_frame_size() -> None:
-    for h, w in ((100, 200), (20, 30), (61, 109)):
+def test_padding_mirrors_with_the_edge_pixel_like_numpy_symmetric() -> None:
+    for h, w in ((100, 200), (30, 54), (61, 109)):
         x = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w)
         hp = h + (60 - h % 60) % 60
         wp = w + (108 - w % 108) % 108
         want = np.pad(x.numpy(), ((0, 0), (0, 0), (0, hp - h), (0, wp - w)), mode="symmetric")
         np.testing.assert_array_equal(pad_symmetric(x).numpy(), want)
+        np.testing.assert_array_equal(pad_symmetric(x, extend=True).numpy(), want)
+
+
+def test_padding_beyond_the_frame_size_stays_short_like_test_py_unless_extended() -> None:
+    # test.py concatenates one flipped copy and crops: 28 rows need 32 more, get only 28.
+    h, w = 28, 52
+    x = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w)
+    mirrored = np.pad(x.numpy(), ((0, 0), (0, 0), (0, h), (0, w)), mode="symmetric")
+    np.testing.assert_array_equal(pad_symmetric(x).numpy(), mirrored)
+    full = np.pad(x.numpy(), ((0, 0), (0, 0), (0, 60 - h), (0, 108 - w)), mode="symmetric")
+    np.testing.assert_array_equal(pad_symmetric(x, extend=True).numpy(), full)
+    # Other multiples (config key pad_multiple_hw) follow the same rule.
+    assert pad_symmetric(x, (8, 8)).shape[-2:] == (32, 56)
 
 
 def test_window_plan_matches_the_fixture_table() -> None:

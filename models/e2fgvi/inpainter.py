@@ -219,8 +219,10 @@ class E2FGVIInpainter:
             new = [p for p in ids if p not in feats]
             for s in range(0, len(new), ENCODE_BATCH):
                 part = new[s:s + ENCODE_BATCH]
+                # extend=True: frames under 30 x 54 px still pad to full 60 x 108 multiples
+                # (the reference's single mirror copy would leave them short).
                 x = masked_input(np.stack([frames[p][0] for p in part]),
-                                 np.stack([frames[p][1] for p in part]))[0].to(self.device)
+                                 np.stack([frames[p][1] for p in part]), extend=True)[0].to(self.device)
                 enc = self.model.encoder(x)
                 quarter = self.model.quarter_frames(x)
                 for j, p in enumerate(part):

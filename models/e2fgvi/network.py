@@ -434,9 +434,11 @@ class InpaintGenerator(nn.Module):
         if enc_feat is None or flows is None:
             if masked_frames is None:
                 raise ValueError("masked_frames are needed unless both enc_feat and flows are given")
+            # Any size the reference accepts is accepted (test.py pads to 60 x 108 multiples,
+            # but leaves small frames short, e.g. 28 -> 56 rows); impossible sizes fail where
+            # the reference fails: flow/feature size mismatch (flow_warp) or a token map that
+            # is not a multiple of the attention window.
             b, t, ori_c, ori_h, ori_w = masked_frames.shape
-            if ori_h % PAD_MULTIPLE[0] or ori_w % PAD_MULTIPLE[1]:
-                raise ValueError(f"input {ori_h}x{ori_w} must be padded to multiples of {PAD_MULTIPLE}")
         pred_flows = flows if flows is not None else self.forward_bidirect_flow((masked_frames[:, :l_t] + 1) / 2)
         if enc_feat is None:
             enc_feat = self.encoder(masked_frames.reshape(b * t, ori_c, ori_h, ori_w))

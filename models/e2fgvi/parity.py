@@ -7,24 +7,57 @@ outputs) and runs with the synthetic-v1 weights on CPU in float32.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .network import build_generator
+from .network import PAD_MULTIPLE, build_generator
 from .procedure import dilate_mask, run_procedure
 
+KNOWN_KEYS = frozenset({"model", "neighbor_stride", "ref_length", "num_ref", "mask_dilation", "pad_multiple_hw",
+                        "weights", "set_size", "width", "height"})
 
-def fixture_masks(inputs: dict[str, np.ndarray], config: dict) -> np.ndarray:
-    """The dilated 0/1 masks the procedure uses: computed from `masks` when given, else `masks_dilated`."""
-    if "masks" in inputs:
-        dil = config.get("mask_dilation", {})
-        if dil.get("kernel", "3x3 cross") != "3x3 cross":
-            raise ValueError(f"unsupported mask dilation kernel {dil.get('kernel')!r}")
-        iters = int(dil.get("iterations", 4))
-        return np.stack([dilate_mask(m, iters) for m in inputs["masks"]])
-    return (inputs["masks_dilated"] > 0).astype(np.uint8)
+
+def _frame_size(config: dict, frames: np.ndarray) -> tuple[int, int]:
+    """(width, height) test.py works at: the frames' own size unless --set_size gives one."""
+    if config.get("set_size"):
+        return int(config["width"]), int(config["height"])
+    return int(frames.shape[2]), int(frames.shape[1])
+
+
+def fixture_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """test.py's resize_frames: PIL's default resampling to `size` (width, height) when it differs."""
+    if (frames.shape[2], frames.shape[1]) == tuple(size):
+        return frames
+    return np.stack([np.array(Image.fromarray(f).resize(size)) for f in frames]).astype(np.uint8)
+
+
+def fixture_masks(inputs: dict[str, np.ndarray], config: dict, size: tuple[int, int]) -> np.ndarray:
+    """The dilated 0/1 masks the procedure uses, prepared like test.py's read_mask from `masks`.
+
+    Each mask is resized to the frame size (PIL nearest), converted to grey ('L'),
+    thresholded > 0 and dilated with the configured 3x3 cross; `masks_dilated` is used
+    as given only when the fixture holds no `masks`.
+    """
+    if "masks" not in inputs:
+        return (inputs["masks_dilated"] > 0).astype(np.uint8)
+    dil = config.get("mask_dilation", {})
+    if dil.get("kernel", "3x3 cross") != "3x3 cross":
+        raise ValueError(f"unsupported mask dilation kernel {dil.get('kernel')!r}")
+    iters = int(dil.get("iterations", 4))
+    out = []
+    for m in inputs["masks"]:
+        m = np.asarray(m)
+        if m.dtype == bool:
+            m = m.astype(np.uint8)
+        img = Image.fromarray(m)
+        if img.size != tuple(size):
+            img = img.resize(size, Image.NEAREST)
+        out.append(dilate_mask(np.array(img.convert("L")), iters))
+    return np.stack(out)
 
 
 def run(fixture_dir: Path) -> dict[str, np.ndarray]:
@@ -33,14 +66,21 @@ def run(fixture_dir: Path) -> dict[str, np.ndarray]:
     config = json.loads((fixture_dir / "config.json").read_text())
     with np.load(fixture_dir / "inputs.npz") as data:
         inputs = {k: data[k] for k in data.files}
+    unknown = sorted(set(config) - KNOWN_KEYS)
+    if unknown:
+        print(f"e2fgvi parity: ignoring unknown config keys {unknown}", file=sys.stderr)
     weights = config.get("weights", "synthetic-v1")
     if weights != "synthetic-v1":
         raise ValueError(f"fixture asks for weights {weights!r}; only synthetic-v1 is reproducible here")
-    frames = inputs["frames"]
-    masks = fixture_masks(inputs, config)
+    if config.get("model", "e2fgvi_hq") != "e2fgvi_hq":
+        raise ValueError(f"fixture asks for model {config['model']!r}; only e2fgvi_hq is implemented")
+    size = _frame_size(config, inputs["frames"])
+    frames = fixture_frames(inputs["frames"], size)
+    masks = fixture_masks(inputs, config, size)
     stride = int(config.get("neighbor_stride", 5))
     ref_length = int(config.get("ref_length", 10))
     num_ref = int(config.get("num_ref", -1))
+    pad_multiple = tuple(int(v) for v in config.get("pad_multiple_hw", PAD_MULTIPLE))
 
     model, _ = build_generator("synthetic")
     captured: dict[str, torch.Tensor] = {}
@@ -81,7 +121,8 @@ def run(fixture_dir: Path) -> dict[str, np.ndarray]:
     torch.backends.mkldnn.enabled = False
     try:
         with torch.no_grad():
-            res = run_procedure(model_fn, frames, masks, stride, ref_length, num_ref)
+            res = run_procedure(model_fn, frames, masks, stride, ref_length, num_ref,
+                                pad_multiple=pad_multiple)
     finally:
         torch.backends.mkldnn.enabled = prev
     out: dict[str, np.ndarray] = dict(direct)

@@ -58,24 +58,31 @@ def window_plan(length: int, neighbor_stride: int = 5, ref_length: int = 10,
     return plan
 
 
-def pad_amounts(h: int, w: int) -> tuple[int, int]:
-    """Bottom and right padding that makes (h, w) multiples of 60 x 108."""
-    return (PAD_MULTIPLE[0] - h % PAD_MULTIPLE[0]) % PAD_MULTIPLE[0], (PAD_MULTIPLE[1] - w % PAD_MULTIPLE[1]) % PAD_MULTIPLE[1]
+def pad_amounts(h: int, w: int, multiple: Sequence[int] = PAD_MULTIPLE) -> tuple[int, int]:
+    """Bottom and right padding that makes (h, w) multiples of `multiple` (test.py: 60 x 108)."""
+    mh, mw = int(multiple[0]), int(multiple[1])
+    return (mh - h % mh) % mh, (mw - w % mw) % mw
 
 
-def pad_symmetric(x: torch.Tensor) -> torch.Tensor:
+def pad_symmetric(x: torch.Tensor, multiple: Sequence[int] = PAD_MULTIPLE, extend: bool = False) -> torch.Tensor:
     """Pad (..., H, W) at the bottom/right by mirroring with the edge (numpy 'symmetric'), H first.
 
-    test.py concatenates a flipped copy once, which only works while the pad is at most
-    the size; repeating the concatenation extends the same mirror pattern to any size.
+    As test.py does, the tensor is concatenated with its flipped copy once and cropped, so
+    a pad larger than the size leaves the result short (2H rows instead of H + pad), exactly
+    like the reference. `extend=True` repeats the concatenation instead, which continues the
+    mirror pattern to the full padded size (the production path, never short).
     """
     h, w = x.shape[-2:]
-    h_pad, w_pad = pad_amounts(h, w)
-    while x.shape[-2] < h + h_pad:
+    h_pad, w_pad = pad_amounts(h, w, multiple)
+    while True:
         x = torch.cat([x, torch.flip(x, [-2])], -2)
+        if not extend or x.shape[-2] >= h + h_pad:
+            break
     x = x[..., : h + h_pad, :]
-    while x.shape[-1] < w + w_pad:
+    while True:
         x = torch.cat([x, torch.flip(x, [-1])], -1)
+        if not extend or x.shape[-1] >= w + w_pad:
+            break
     return x[..., : w + w_pad]
 
 
@@ -85,11 +92,12 @@ def to_model_range(frames_u8: np.ndarray) -> torch.Tensor:
     return t.div(255) * 2 - 1
 
 
-def masked_input(frames_u8: np.ndarray, masks01: np.ndarray) -> torch.Tensor:
-    """Model input (1, N, 3, Hp, Wp): normalised frames with holes zeroed, padded."""
+def masked_input(frames_u8: np.ndarray, masks01: np.ndarray, multiple: Sequence[int] = PAD_MULTIPLE,
+                 extend: bool = False) -> torch.Tensor:
+    """Model input (1, N, 3, Hp, Wp): normalised frames with holes zeroed, padded (see `pad_symmetric`)."""
     imgs = to_model_range(frames_u8)
     m = torch.from_numpy(np.ascontiguousarray(masks01, dtype=np.float32))[:, None]
-    return pad_symmetric(imgs * (1 - m)).unsqueeze(0)
+    return pad_symmetric(imgs * (1 - m), multiple, extend).unsqueeze(0)
 
 
 def pred_to_255(pred: torch.Tensor, h: int, w: int) -> np.ndarray:
@@ -135,7 +143,7 @@ ModelFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 def run_procedure(model_fn: ModelFn, frames: np.ndarray, masks_dilated: np.ndarray,
                   neighbor_stride: int = 5, ref_length: int = 10, num_ref: int = -1,
-                  device: torch.device | str = "cpu",
+                  device: torch.device | str = "cpu", pad_multiple: Sequence[int] = PAD_MULTIPLE,
                   on_input: Callable[[int, torch.Tensor], None] | None = None) -> ProcedureResult:
     """Run test.py's sliding windows over an in-memory clip (frames uint8 (T,H,W,3), masks 0/1).
 
@@ -148,7 +156,7 @@ def run_procedure(model_fn: ModelFn, frames: np.ndarray, masks_dilated: np.ndarr
     comp: list[np.ndarray | None] = [None] * t_len
     for k, (f, nb, refs) in enumerate(window_plan(t_len, neighbor_stride, ref_length, num_ref)):
         ids = nb + refs
-        x = masked_input(frames[ids], masks[ids]).to(device)
+        x = masked_input(frames[ids], masks[ids], pad_multiple).to(device)
         if on_input is not None:
             on_input(k, x)
         with torch.no_grad():
