@@ -88,7 +88,7 @@ def test_runner_consolidates_long_term_memory_by_the_official_rules(tmp_path: Pa
     from track_anything.models.xmem.bench import MovingTexture
 
     video = MovingTexture((64, 96), objects=2, seed=7)
-    frames = np.stack([video.frame(t) for t in range(7)])
+    frames = np.stack([video.frame(t) for t in range(9)])
     lab = video.labels(0)
     np.savez(tmp_path / "inputs.npz", frames=frames, first_mask=np.where(lab == 2, 5, lab).astype(np.uint8))
     icfg = json.loads((XMEM / "config.json").read_text())["inference_config"]
@@ -100,14 +100,17 @@ def test_runner_consolidates_long_term_memory_by_the_official_rules(tmp_path: Pa
         num_prototypes=16,
         max_long_term_elements=40,
     )
-    (tmp_path / "config.json").write_text(json.dumps({"formula": "synthetic-v2", "inference_config": icfg}))
+    end_flag = "step(..., end=False), then end=True on the last frame"
+    config = {"formula": "synthetic-v2", "inference_config": icfg, "end_flag": end_flag}
+    (tmp_path / "config.json").write_text(json.dumps(config))
     out = parity.run(tmp_path)
     hw = 4 * 6
-    # memory frames 0, 2, 4, 6; at 3 frames in working memory the middle one becomes 16 prototypes
-    np.testing.assert_array_equal(out["is_mem_frame"], [1, 0, 1, 0, 1, 0, 1])
-    np.testing.assert_array_equal(out["work_mem_size_after"], np.array([1, 1, 2, 2, 2, 2, 2]) * hw)
-    np.testing.assert_array_equal(out["long_mem_size_after"], [0, 0, 0, 0, 16, 16, 32])
+    # memory frames 0, 2, 4, 6 (8 would be one, but it is the end frame); at 3 frames in working
+    # memory the middle one becomes 16 prototypes
+    np.testing.assert_array_equal(out["is_mem_frame"], [1, 0, 1, 0, 1, 0, 1, 0, 0])
+    np.testing.assert_array_equal(out["work_mem_size_after"], np.array([1, 1, 2, 2, 2, 2, 2, 2, 2]) * hw)
+    np.testing.assert_array_equal(out["long_mem_size_after"], [0, 0, 0, 0, 16, 16, 32, 32, 32])
     probs = out["probs"]
-    assert probs.shape == (7, 3, 64, 96) and np.isfinite(probs).all()
+    assert probs.shape == (9, 3, 64, 96) and np.isfinite(probs).all()
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(probs[0, 2], (lab == 2).astype(np.float32), atol=1e-6)  # label 5 -> object 2

@@ -3,8 +3,9 @@
 Reads only ``inputs.npz`` (frames, first_mask) and ``config.json`` (synthetic formula,
 inference config) from a fixture folder; never the expected outputs. The driving follows
 tests/fixtures/xmem/README.md section 4: labels of the first mask become objects 1..K,
-frame 0 is ``step(image, one_hot, valid_labels=[1..K])``, later frames ``step(image)``;
-everything in float32 on the CPU (or CUDA with TF32 off).
+frame 0 is ``step(image, one_hot, valid_labels=[1..K])``, later frames ``step(image)``
+(with ``end=True`` on the last frame only when the config's ``end_flag`` says so, as the
+official eval.py does); everything in float32 on the CPU (or CUDA with TF32 off).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def run(fixture_dir: Path | str, device: str = "cpu") -> dict[str, np.ndarray]:
     cfg = json.loads((fixture_dir / "config.json").read_text())
     icfg = dict(cfg["inference_config"])
     formula = cfg.get("formula", "synthetic-v2")
+    end_last = "end=True" in str(cfg.get("end_flag", ""))
     with np.load(fixture_dir / "inputs.npz") as data:
         frames = data["frames"]
         first_mask = data["first_mask"]
@@ -67,12 +69,14 @@ def run(fixture_dir: Path | str, device: str = "cpu") -> dict[str, np.ndarray]:
     old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        return _drive(net, icfg, frames, first_mask, device)
+        return _drive(net, icfg, frames, first_mask, device, end_last)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def _drive(net, icfg: dict, frames: np.ndarray, first_mask: np.ndarray, device: str) -> dict[str, np.ndarray]:
+def _drive(
+    net, icfg: dict, frames: np.ndarray, first_mask: np.ndarray, device: str, end_last: bool = False
+) -> dict[str, np.ndarray]:
     core = InferenceCore(net, icfg)
     values = [int(v) for v in np.unique(first_mask) if v != 0]
     labels = list(range(1, len(values) + 1))  # remapped to 1..K like Track-Anything's mask mapper
@@ -88,7 +92,8 @@ def _drive(net, icfg: dict, frames: np.ndarray, first_mask: np.ndarray, device: 
                 image, one_hot(first_mask, values, device), valid_labels=labels, end=False, capture=cap
             )
         else:
-            prob = core.step(image, None, None, end=False, capture=cap)
+            end = end_last and t == frames.shape[0] - 1
+            prob = core.step(image, None, None, end=end, capture=cap)
         probs.append(prob.float().cpu().numpy())
         mem = core.memory
         work.append(mem.work_mem.size)
