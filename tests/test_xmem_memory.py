@@ -140,3 +140,12 @@ def test_padding_is_centred_and_undone_exactly():
     assert padded.shape == (1, 128, 176) and pad == (5, 6, 2, 3)
     assert torch.equal(unpad(padded, pad), x)
     assert np.all(padded[0, :2].numpy() == 0) and np.all(padded[0, :, :5].numpy() == 0)
+
+
+def test_pruning_to_the_current_size_removes_nothing():
+    # the official code reaches this when long-term memory holds exactly max_long_term_elements - num_prototypes
+    # (its top-k of zero elements then fails); here it is a no-op and the next consolidation prunes as usual
+    s = _store(5, [1])
+    s.update_usage(torch.tensor([0.0, 1.0, 0.0, 2.0, 3.0]))
+    s.remove_obsolete_features(5)
+    assert s.size == 5 and s.v_size(0) == 5
