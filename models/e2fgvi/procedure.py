@@ -87,8 +87,12 @@ def pad_symmetric(x: torch.Tensor, multiple: Sequence[int] = PAD_MULTIPLE, exten
 
 
 def to_model_range(frames_u8: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1], as test.py (u8 / 255 * 2 - 1)."""
-    t = torch.from_numpy(np.ascontiguousarray(frames_u8)).permute(0, 3, 1, 2).float()
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1], as test.py (u8 / 255 * 2 - 1).
+
+    Contiguous NCHW like test.py's to_tensors: a permuted (channels-last) view makes the
+    convolutions pick another kernel and sum in another order (~7e-5 on the output).
+    """
+    t = torch.from_numpy(np.ascontiguousarray(frames_u8)).permute(0, 3, 1, 2).contiguous().float()
     return t.div(255) * 2 - 1
 
 
