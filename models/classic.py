@@ -39,10 +39,17 @@ class ClassicSegmenter:
     name = "classic-grabcut"
     synthetic = False
 
-    def __init__(self, iterations: int = 5, click_radius: int | None = None) -> None:
-        """`iterations`: GrabCut rounds; `click_radius`: seed disk radius (default ~1% of the frame)."""
+    def __init__(self, iterations: int = 5, click_radius: int | None = None, click_rounds: int = 2,
+                 click_grow: float = 0.1, click_slack: float = 0.05) -> None:
+        """`iterations`: GrabCut rounds; `click_radius`: seed disk radius (default ~1% of the frame);
+        `click_rounds`: box passes after a clicks-only cut (0 = none), each from the last mask's box grown by
+        `click_grow` of its size, kept while the score drops by no more than `click_slack`.
+        """
         self.iterations = int(iterations)
         self.click_radius = click_radius
+        self.click_rounds = int(click_rounds)
+        self.click_grow = float(click_grow)
+        self.click_slack = float(click_slack)
         self._frame: np.ndarray | None = None
         self._idx: np.ndarray | None = None
         self._key: str | None = None
@@ -77,8 +84,7 @@ class ClassicSegmenter:
         """Segment the prompted object on the frame given to set_image; best mask first, with alternatives."""
         if self._frame is None:
             raise RuntimeError("ClassicSegmenter.predict called before set_image")
-        img, idx = self._frame, self._idx
-        h, w = img.shape[:2]
+        h, w = self._frame.shape[:2]
         pts = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
         lab = np.ones(len(pts), np.int32) if labels is None else np.asarray(labels, np.int32).reshape(-1)
         if len(lab) != len(pts):
@@ -96,6 +102,15 @@ class ClassicSegmenter:
         if box is None and len(pos) == 0 and prior is None:
             empty = np.zeros((h, w), bool)
             return SegmentResult(mask=empty, score=0.0)
+        if box is None and prior is None and self.click_rounds > 0:
+            return self._from_clicks(pos, neg)
+        return self._predict_once(pos, neg, box, prior)
+
+    def _predict_once(self, pos: np.ndarray, neg: np.ndarray, box: np.ndarray | None,
+                      prior: np.ndarray | None) -> SegmentResult:
+        """One GrabCut pass from validated prompts (clicks inside the frame, a box covering it, a mask)."""
+        img, idx = self._frame, self._idx
+        h, w = img.shape[:2]
         r = self.click_radius or max(2, int(round(0.01 * min(h, w))))
 
         # region of interest and the probable-foreground region
@@ -160,6 +175,41 @@ class ClassicSegmenter:
         cands = [cands[i] for i in order]
         scores = [scores[i] for i in order]
         return SegmentResult(mask=cands[0], score=scores[0], alternatives=cands[1:], alternative_scores=scores[1:])
+
+    def _from_clicks(self, pos: np.ndarray, neg: np.ndarray) -> SegmentResult:
+        """Clicks only: a first cut from colour growth, then GrabCut again from its (slightly grown) box.
+
+        Growth from a small seed disk tends to stop at the first texture edge of the object; the box pass
+        lets GrabCut learn the whole object's colours and usually recovers the rest.
+        """
+        first = self._predict_once(pos, neg, None, None)
+        best = first
+        h, w = self._frame.shape[:2]
+        for k in range(self.click_rounds):
+            b = bbox(best.mask)
+            if b is None:
+                break
+            size = max(b[2] - b[0], b[3] - b[1])
+            grown = expand(b, max(3.0, self.click_grow * size), w, h)
+            nxt = self._predict_once(pos, neg, np.array(grown, np.float64), None)
+            if not nxt.mask.any():
+                break
+            if k == 0:
+                # a part of one colour scores high by itself, so the first box pass is judged by whether
+                # it keeps that part and still separates from its surroundings
+                kept = float((nxt.mask & best.mask).sum()) / max(float(best.mask.sum()), 1.0)
+                if kept < 0.85 or nxt.score < 0.5 * best.score:
+                    break
+            elif nxt.score < best.score - self.click_slack:
+                break
+            if np.array_equal(nxt.mask, best.mask):
+                break
+            best = nxt
+        if best is first:
+            return first
+        alts = [first.mask] + [a for a in first.alternatives if not np.array_equal(a, best.mask)]
+        scores = [first.score] + list(first.alternative_scores)[:len(alts) - 1]
+        return SegmentResult(mask=best.mask, score=best.score, alternatives=alts, alternative_scores=scores)
 
     def _grow_from_clicks(self, idx: np.ndarray, pos: np.ndarray, neg: np.ndarray, r: int) -> np.ndarray:
         """Probable foreground around positive clicks: colour-similar pixels connected to a click."""
