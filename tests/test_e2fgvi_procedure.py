@@ -118,8 +118,10 @@ def test_parity_runner_prepares_masks_like_read_mask(tmp_path: Path) -> None:
                        kernel, iterations=2) for m in small]
     np.testing.assert_array_equal(got, np.stack(want))
     assert got.shape == (2, 20, 40)
+    assert parity.parse_kernel("3x3 cross") == (cv2.MORPH_CROSS, (3, 3))
+    assert parity.parse_kernel("5x3 rect") == (cv2.MORPH_RECT, (3, 5))  # rows x cols -> (width, height)
     with pytest.raises(ValueError, match="kernel"):
-        parity.fixture_masks({"masks": small}, {"mask_dilation": {"kernel": "5x5 square"}}, (20, 10))
+        parity.fixture_masks({"masks": small}, {"mask_dilation": {"kernel": "5x5 blob"}}, (20, 10))
     (tmp_path / "config.json").write_text(json.dumps({"model": "e2fgvi", "weights": "synthetic-v1"}))
     np.savez(tmp_path / "inputs.npz", frames=np.zeros((1, 10, 20, 3), np.uint8), masks=small[:1])
     with pytest.raises(ValueError, match="e2fgvi_hq"):

@@ -7,9 +7,11 @@ outputs) and runs with the synthetic-v1 weights on CPU in float32.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -35,6 +37,19 @@ def fixture_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.array(Image.fromarray(f).resize(size)) for f in frames]).astype(np.uint8)
 
 
+_SHAPES = {"cross": cv2.MORPH_CROSS, "rect": cv2.MORPH_RECT, "rectangle": cv2.MORPH_RECT,
+           "square": cv2.MORPH_RECT, "ellipse": cv2.MORPH_ELLIPSE}
+
+
+def parse_kernel(text: str) -> tuple[int, tuple[int, int]]:
+    """'3x3 cross' (test.py's element; also rect/square/ellipse, rows x cols) -> (cv2 shape, (width, height))."""
+    found = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*([a-z]+)\s*", text.lower())
+    if not found or found.group(3) not in _SHAPES:
+        raise ValueError(f"unsupported mask dilation kernel {text!r}")
+    rows, cols = int(found.group(1)), int(found.group(2))
+    return _SHAPES[found.group(3)], (cols, rows)
+
+
 def fixture_masks(inputs: dict[str, np.ndarray], config: dict, size: tuple[int, int]) -> np.ndarray:
     """The dilated 0/1 masks the procedure uses, prepared like test.py's read_mask from `masks`.
 
@@ -45,8 +60,7 @@ def fixture_masks(inputs: dict[str, np.ndarray], config: dict, size: tuple[int, 
     if "masks" not in inputs:
         return (inputs["masks_dilated"] > 0).astype(np.uint8)
     dil = config.get("mask_dilation", {})
-    if dil.get("kernel", "3x3 cross") != "3x3 cross":
-        raise ValueError(f"unsupported mask dilation kernel {dil.get('kernel')!r}")
+    shape, ksize = parse_kernel(str(dil.get("kernel", "3x3 cross")))
     iters = int(dil.get("iterations", 4))
     out = []
     for m in inputs["masks"]:
@@ -56,7 +70,7 @@ def fixture_masks(inputs: dict[str, np.ndarray], config: dict, size: tuple[int, 
         img = Image.fromarray(m)
         if img.size != tuple(size):
             img = img.resize(size, Image.NEAREST)
-        out.append(dilate_mask(np.array(img.convert("L")), iters))
+        out.append(dilate_mask(np.array(img.convert("L")), iters, shape, ksize))
     return np.stack(out)
 
 

@@ -16,12 +16,17 @@ import torch
 from .network import PAD_MULTIPLE
 
 
-def dilate_mask(mask: np.ndarray, iterations: int = 4) -> np.ndarray:
-    """test.py's mask preparation: > 0, then dilate with a 3x3 cross `iterations` times (uint8 0/1)."""
+def dilate_mask(mask: np.ndarray, iterations: int = 4, shape: int = cv2.MORPH_CROSS,
+                size: tuple[int, int] = (3, 3)) -> np.ndarray:
+    """test.py's mask preparation: > 0, then dilate with a 3x3 cross `iterations` times (uint8 0/1).
+
+    `shape`/`size` (OpenCV structuring element, size as width x height) exist for fixtures
+    that configure another element; test.py itself always uses the 3x3 cross.
+    """
     m = (np.asarray(mask) > 0).astype(np.uint8)
     if iterations <= 0:
         return m
-    kernel = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    kernel = cv2.getStructuringElement(shape, size)
     return cv2.dilate(m, kernel, iterations=iterations)
 
 
