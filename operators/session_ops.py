@@ -524,20 +524,11 @@ class TAM_OT_prompts_clear(_TamOperator, bpy.types.Operator):
 
 def _doubtful_frames(scene, frames: range | None = None, threshold: float = 0.5, limit: int = 200) -> None:
     """Fill ``scene.tam.doubtful`` with the frames (source `frames`, default all) where an
-    object's confidence is low. Reads each mask once: about 4 ms per 1080p frame."""
+    object's confidence is low. Reads only each mask's small summary, not its pixels."""
     state = scene.tam
     state.doubtful.clear()
     with runtime.read_session(state) as session:
-        found = []
-        for f in session.mask_frames():
-            if frames is not None and f not in frames:
-                continue
-            rec = session.read_mask(f)
-            if rec is None or rec.kind == "keyframe":
-                continue
-            for obj, conf in rec.confidence.items():
-                if conf < threshold and (rec.labels == obj).any():
-                    found.append((conf, f, obj))
+        found = [(conf, f, obj) for f, obj, conf in session.doubtful_frames(threshold, frames)]
     worst = sorted(found)[:limit]  # the least sure first, then shown in time order
     for conf, f, obj in sorted(worst, key=lambda t: (t[1], t[2])):
         item = state.doubtful.add()

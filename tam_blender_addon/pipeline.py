@@ -485,15 +485,7 @@ class Engine:
 
     def doubtful_frames(self, threshold: float = DOUBTFUL_BELOW) -> list[tuple[int, int, float]]:
         """(frame, object, confidence) of frames where an object's confidence stays low."""
-        out = []
-        for f in self.session.mask_frames():
-            rec = self.session.read_mask(f)
-            if rec is None or rec.kind == "keyframe":
-                continue
-            for o, c in rec.confidence.items():
-                if c < threshold and (rec.labels == o).any():
-                    out.append((f, o, c))
-        return out
+        return self.session.doubtful_frames(threshold)
 
     # ----------------------------------------------------------------- outputs
     def export(self, fmt: str, out: str, frames: list[int] | None = None) -> Iterator[Progress]:

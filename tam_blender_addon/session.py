@@ -920,16 +920,24 @@ class Session:
                 raise InputError(f"label map of frame {f} holds unknown object id(s) {unknown}")
             obj_ids = sorted(present | set(conf))
             conf = {i: conf.get(i, 1.0) for i in obj_ids}
-            self._store_mask(f, np.ascontiguousarray(arr), obj_ids, conf, kind)
+            areas = counts[np.asarray(obj_ids, dtype=np.int64)] if obj_ids else np.zeros(0, np.int64)
+            self._store_mask(f, np.ascontiguousarray(arr), obj_ids, conf, kind, areas)
 
     def _store_mask(self, frame: int, labels: np.ndarray, obj_ids: list[int],
-                    confidence: dict[int, float], kind: str) -> None:
-        """Write one mask record as a compressed npz, atomically."""
+                    confidence: dict[int, float], kind: str, areas: np.ndarray | None = None) -> None:
+        """Write one mask record as a compressed npz, atomically.
+
+        `areas` (pixels per object) lets summaries skip decompressing the label map.
+        """
+        if areas is None:
+            counts = np.bincount(labels.ravel(), minlength=256)
+            areas = counts[np.asarray(obj_ids, dtype=np.int64)] if obj_ids else np.zeros(0, np.int64)
         data = npz_bytes(
             labels=labels.astype(np.uint8, copy=False),
             obj_ids=np.asarray(obj_ids, dtype=np.int32),
             confidence=np.asarray([confidence[i] for i in obj_ids], dtype=np.float32),
             kind=np.asarray(kind),
+            areas=np.asarray(areas, dtype=np.int64),
         )
         atomic_write(self.path / MASKS_DIR / mask_filename(frame), data, sync_dir=False)
 
@@ -960,6 +968,48 @@ class Session:
             self._set_aside_bad_mask(p, f, e)
             return None
         return MaskRecord(f, labels, obj_ids, {i: float(c) for i, c in zip(obj_ids, conf_arr, strict=True)}, kind)
+
+    def mask_summary(self, frame: int) -> tuple[str, dict[int, tuple[float, int]]] | None:
+        """(kind, {object: (confidence, pixel count)}) of `frame` without loading its label map.
+
+        Cheap on long 4K shots: only the small arrays are decompressed (older records
+        without stored areas fall back to counting the labels). None if absent/unreadable.
+        """
+        self._check_open()
+        p = self.path / MASKS_DIR / mask_filename(int(frame))
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                obj_ids = [int(i) for i in z["obj_ids"]]
+                conf = [float(c) for c in z["confidence"]]
+                kind = str(z["kind"])
+                if "areas" in z.files:
+                    areas = [int(a) for a in z["areas"]]
+                else:
+                    counts = np.bincount(z["labels"].ravel(), minlength=256)
+                    areas = [int(counts[i]) for i in obj_ids]
+        except Exception:  # noqa: BLE001 - absent or damaged: read_mask reports damage
+            return None
+        if not (len(obj_ids) == len(conf) == len(areas)):
+            return None
+        return kind, {o: (c, a) for o, c, a in zip(obj_ids, conf, areas, strict=True)}
+
+    def doubtful_frames(self, threshold: float = 0.5, frames=None) -> list[tuple[int, int, float]]:
+        """(frame, object, confidence) wherever a tracked object is visible but unsure.
+
+        Keyframes (the user's own masks) never count. `frames` limits the search.
+        """
+        wanted = None if frames is None else set(frames)
+        out = []
+        for f in self.mask_frames():
+            if wanted is not None and f not in wanted:
+                continue
+            summary = self.mask_summary(f)
+            if summary is None or summary[0] == "keyframe":
+                continue
+            for o, (c, area) in summary[1].items():
+                if c < threshold and area > 0:
+                    out.append((f, o, c))
+        return out
 
     def _set_aside_bad_mask(self, p: Path, frame: int, err: Exception) -> None:
         """Log an unreadable mask file; a writer renames it to *.bad so the frame counts as absent."""

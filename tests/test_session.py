@@ -416,3 +416,19 @@ def test_session_module_imports_neither_opencv_nor_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_doubtful_frames_come_from_the_mask_summaries_without_keyframes_or_hidden_objects(sess):
+    a = sess.add_object("a")
+    b = sess.add_object("b")
+    h, w = sess.source.height, sess.source.width
+    lab = np.zeros((h, w), np.uint8)
+    lab[:4, :4] = a.id
+    sess.write_mask(0, lab, {a.id: 0.1}, kind="keyframe")  # the user's own mask: never doubtful
+    sess.write_mask(1, lab, {a.id: 0.2, b.id: 0.1})  # b is not visible: not doubtful
+    sess.write_mask(2, lab, {a.id: 0.9})
+    kind, summary = sess.mask_summary(1)
+    assert kind == "tracked" and summary[a.id] == (pytest.approx(0.2), 16) and summary[b.id][1] == 0
+    assert sess.doubtful_frames(0.5) == [(1, a.id, pytest.approx(0.2))]
+    assert sess.doubtful_frames(0.5, frames=[2]) == []
+    assert sess.mask_summary(7) is None
