@@ -10,6 +10,9 @@ attention runs over window chunks (bounded memory) or through
 ``scaled_dot_product_attention`` (GPU path); the two SPyNet directions run as one batch;
 ``forward`` accepts per-frame encoder features and flows computed earlier and can skip
 decoding the reference frames, so a sliding-window caller need not recompute them.
+Like the reference, ``forward`` takes any input size whose quarter-size flow and feature
+maps agree and whose token map is a multiple of the 5x9 window (test.py's padding gives
+60 x 108 multiples, or e.g. 56 x 104 for a 28 x 52 clip); other sizes fail as they do there.
 """
 
 from __future__ import annotations
