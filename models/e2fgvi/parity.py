@@ -65,6 +65,8 @@ def fixture_masks(inputs: dict[str, np.ndarray], config: dict, size: tuple[int, 
     out = []
     for m in inputs["masks"]:
         m = np.asarray(m)
+        if m.ndim == 3 and m.shape[2] == 1:  # (H, W, 1): one grey channel
+            m = m[..., 0]
         if m.dtype == bool:
             m = m.astype(np.uint8)
         img = Image.fromarray(m)
