@@ -15,6 +15,14 @@ clockwise in that space (Blender feathers only clockwise splines outwards), hole
 other way. Pixel geometry used here: continuous coordinates, pixel (i, j) covers
 [i, i+1) x [j, j+1), origin top-left, y down.
 
+Accuracy (checked by rendering in bpy 5.0.1, tests/test_blender_mask_accuracy.py):
+outlines run through the boundary pixel centres and are kept exactly (no simplification
+below `exact_vertices`, every vertex kept by the resampling), one-pixel-thick parts are
+widened a hair, edges move to make up for Blender's rim being wider along the longer
+frame side (`rim_compensation`), and written points sit `OFF_GRID` px off the pixel
+centres. A rendered Mask then matches its matte pixel for pixel on 4:3, 3:4 and square
+frames; wide frames lose a few pixels on thin parts.
+
 Imports numpy and OpenCV only (no bpy, no torch).
 """
 
@@ -32,6 +40,15 @@ import cv2
 import numpy as np
 
 FORMAT = "tam-shapes"
+# Blender's mask rasteriser (scan-fill) sometimes fills a whole pixel row beside an edge
+# that carries extra collinear points; points added along an edge are moved this many
+# pixels towards the inside so that no three points of a spline are collinear.
+BEND = 0.02
+# Traced outlines put vertices exactly on pixel-centre rows and columns, where Blender
+# samples the mask; a sample that meets a vertex or an edge head-on is sometimes counted
+# inside a whole run of pixels (seen at 160x120: rows filled 3-5 px beyond the outline).
+# The written points are moved off that grid by this many pixels (x, y).
+OFF_GRID = np.array([0.013, 0.017])
 VERSION = 1
 
 
@@ -96,13 +113,44 @@ def is_clockwise_mask_space(points: np.ndarray) -> bool:
     return signed_area(points) < 0.0
 
 
-def resample_ring(points: np.ndarray, count: int) -> np.ndarray:
-    """`count` points evenly spaced by arc length along the closed ring, snapped to its corners.
+def _resample_keeping_vertices(p: np.ndarray, cum: np.ndarray, count: int) -> np.ndarray:
+    """`count` points: every vertex of `p` kept exactly, the others spread along the edges.
 
-    Even spacing keeps every point at nearly the same place along the outline from one
-    frame to the next, so keyed points glide with the object instead of sliding along
-    it. Then each vertex of the outline replaces the point nearest to it along the ring
-    (the sharpest vertex wins where several share a point), so corners stay sharp.
+    Vertex j goes to the point slot nearest its arc-length position (``cum[j] / total *
+    count``), slots kept strictly increasing; the slots between two vertices lie evenly
+    on the edge joining them. The polygon keeps its exact shape and each point stays at
+    nearly the same place along the outline from frame to frame.
+    """
+    n = len(p)
+    ideal = np.rint(cum[:-1] / cum[-1] * count).astype(int)
+    slots = np.empty(n, dtype=int)
+    for j in range(n):  # forward: increasing, and room left for the vertices after j
+        lo = slots[j - 1] + 1 if j else 0
+        slots[j] = min(max(ideal[j], lo), count - n + j)
+    out = np.empty((count, 2), dtype=np.float64)
+    ends = np.append(slots[1:], count + slots[0])
+    inward = 1.0 if signed_area(p) >= 0 else -1.0
+    for j in range(n):
+        a, b, gap = p[j], p[(j + 1) % n], int(ends[j] - slots[j])
+        frac = np.arange(gap) / gap
+        edge = b - a
+        length = float(np.hypot(*edge))
+        nudge = np.zeros(2) if length == 0 else inward * BEND * np.array([-edge[1], edge[0]]) / length
+        # the in-between points sit a hair off the edge: no three points in a row (see BEND)
+        out[(slots[j] + np.arange(gap)) % count] = a + edge * frac[:, None] + nudge * (frac > 0)[:, None]
+    return out
+
+
+def resample_ring(points: np.ndarray, count: int) -> np.ndarray:
+    """`count` points along the closed ring: its exact shape when `count` allows, else evenly spaced.
+
+    With at least as many points as the ring has vertices every vertex is kept and the
+    rest are spread along the edges in proportion to their length, so the spline draws
+    exactly the traced outline (small objects lose nothing). With fewer, the points are
+    evenly spaced by arc length and each vertex replaces the point nearest to it along
+    the ring (the sharpest vertex wins where several share a point), so corners stay
+    sharp. Either way the spacing is nearly even, so keyed points glide with the object
+    from frame to frame instead of sliding along it.
     """
     p = np.asarray(points, dtype=np.float64)
     n = len(p)
@@ -112,6 +160,8 @@ def resample_ring(points: np.ndarray, count: int) -> np.ndarray:
     total = float(cum[-1])
     if total <= 0:
         return np.repeat(p[:1], count, axis=0)
+    if count >= n:
+        return _resample_keeping_vertices(p, cum, count)
     targets = np.arange(count) * (total / count)
     idx = np.clip(np.searchsorted(cum, targets, side="right") - 1, 0, n - 1)
     t = np.where(seg[idx] > 0, (targets - cum[idx]) / np.where(seg[idx] > 0, seg[idx], 1.0), 0.0)
@@ -141,16 +191,60 @@ def align_start(ring: np.ndarray, reference: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- contours
 
 
-def extract_rings(mask: np.ndarray, epsilon: float = 0.35, min_area: float = 4.0) -> list[Ring]:
-    """Outlines and holes of a boolean mask, simplified and oriented, in continuous pixel coordinates.
+def _widen_thin_parts(points: np.ndarray, by: float = 0.1) -> np.ndarray:
+    """Push the vertices of zero-width parts (one-pixel lines, spike tips) apart by `by` px.
+
+    A traced one-pixel-thick part runs out and back over the same pixel centres; Blender
+    renders such a fold (and any needle-sharp vertex) poorly. Vertices visited twice and
+    vertices where the outline turns back (more than 135 degrees) move outwards along
+    their bisector, so the part becomes a thin polygon whose anti-aliased rim covers
+    exactly its pixels.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    n = len(p)
+    if n < 2:
+        return p
+    edge = np.roll(p, -1, axis=0) - p
+    length = np.linalg.norm(edge, axis=1)
+    unit = edge / np.where(length > 0, length, 1.0)[:, None]
+    sign = 1.0 if signed_area(p) >= 0 else -1.0
+    normal = sign * np.stack([unit[:, 1], -unit[:, 0]], axis=1)  # outward: right of travel for area >= 0
+    prev_unit, prev_normal = np.roll(unit, 1, axis=0), np.roll(normal, 1, axis=0)
+    cosang = np.sum(prev_unit * unit, axis=1)
+    _, where, seen = np.unique(np.round(p * 64).astype(np.int64), axis=0, return_inverse=True, return_counts=True)
+    tip = cosang < -0.7
+    twin = seen[where.reshape(-1)] > 1
+    if not (tip | twin).any():
+        return p
+    bis = prev_normal + normal
+    blen = np.linalg.norm(bis, axis=1)
+    out: list[np.ndarray] = []
+    for i in range(n):
+        if tip[i]:  # the outline turns back here: cap the tip with two points
+            out.append(p[i] + by * (prev_unit[i] + prev_normal[i]))
+            out.append(p[i] + by * (prev_unit[i] + normal[i]))
+        elif twin[i] and blen[i] > 1e-6:
+            out.append(p[i] + by * bis[i] / blen[i])
+        else:
+            out.append(p[i])
+    return np.asarray(out)
+
+
+def extract_rings(
+    mask: np.ndarray, epsilon: float = 0.35, min_area: float = 4.0, exact_vertices: int = 400
+) -> list[Ring]:
+    """Outlines and holes of a boolean mask, oriented, in continuous pixel coordinates.
 
     ``cv2.findContours`` (RETR_CCOMP: outer outlines and their holes) traces the centres
-    of the boundary pixels; the outline is simplified with approxPolyDP (`epsilon` px).
-    It is kept through the pixel centres, not moved out to the pixel edges: Blender's
-    mask rasteriser adds a one-pixel anti-aliased rim, so a polygon through the boundary
-    pixel centres renders (at the 0.5 level) to the matte's own pixels, just as
-    ``cv2.fillPoly`` fills them. Regions (or holes) smaller than `min_area` px are
-    dropped: they would only flicker.
+    of the boundary pixels. The outline is kept through those centres, not moved out to
+    the pixel edges: Blender's mask rasteriser adds a one-pixel anti-aliased rim, so a
+    polygon through the boundary pixel centres renders (at the 0.5 level) to the
+    matte's own pixels, while the pixels outside lie at least 0.7 px from it. That only
+    holds for the traced outline itself, so it is kept exactly (only collinear points
+    dropped) up to `exact_vertices` vertices; longer outlines (large objects, where a
+    stray boundary pixel costs little) are simplified with approxPolyDP (`epsilon` px).
+    One-pixel-thick parts are widened a little (see `_widen_thin_parts`). Regions (or
+    holes) whose box is smaller than `min_area` px are dropped: they would only flicker.
     """
     m = np.ascontiguousarray(mask, dtype=np.uint8)
     if not m.any():
@@ -159,6 +253,9 @@ def extract_rings(mask: np.ndarray, epsilon: float = 0.35, min_area: float = 4.0
     if hierarchy is None:
         return []
     rings: list[Ring] = []
+    height, width = m.shape
+    stretched = width != height  # Blender's rim is wider along the longer side: compensate
+    thickness = None
     for contour, info in zip(contours, hierarchy[0], strict=True):
         hole = bool(info[3] >= 0)
         raw = contour.reshape(-1, 2).astype(np.float64)
@@ -170,21 +267,36 @@ def extract_rings(mask: np.ndarray, epsilon: float = 0.35, min_area: float = 4.0
                 continue
         elif (x1 - x0 + 1) * (y1 - y0 + 1) < min_area:
             continue
-        simple = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2).astype(np.float64)
+        simple = cv2.approxPolyDP(contour, 0.01, True).reshape(-1, 2).astype(np.float64)  # lossless
+        if len(simple) > exact_vertices:
+            simple = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2).astype(np.float64)
         if len(simple) < 3 or abs(signed_area(simple)) < 0.5:
             if hole:
                 continue
-            # a line one pixel thick: a thin box around its pixel centres
-            box = np.array([[x0 + 0.25, y0 + 0.25], [x0 + 0.25, y1 + 0.75], [x1 + 0.75, y1 + 0.75],
-                            [x1 + 0.75, y0 + 0.25]], dtype=np.float64)
+            if len(simple) < 2:
+                simple = np.array([[x0, y0], [x0, y0]], dtype=np.float64)
+            box = _widen_thin_parts(simple + 0.5)
+            if signed_area(box) < 0:
+                box = box[::-1].copy()
             rings.append(Ring(box, hole=False))
             continue
         pts = simple + 0.5  # pixel centres in continuous coordinates
         # pixel space is y down: an outer ring with positive shoelace area runs clockwise
         # in Blender's y-up mask space; holes run the other way.
         if (signed_area(pts) > 0) == hole:
-            pts = pts[::-1].copy()
-        rings.append(Ring(pts, hole=hole))
+            pts, simple = pts[::-1].copy(), simple[::-1].copy()
+        if stretched:
+            if thickness is None:
+                inside = cv2.distanceTransform(m, cv2.DIST_L2, 3)
+                thickness = 2.0 * cv2.dilate(inside, np.ones((5, 5), np.uint8)) - 1.0
+            move = rim_compensation(pts, width, height) - pts
+            # at most 0.4 of the local thickness beyond one pixel: thin parts keep their width
+            xi = np.clip(simple[:, 0].astype(int), 0, width - 1)
+            yi = np.clip(simple[:, 1].astype(int), 0, height - 1)
+            limit = 0.4 * np.maximum(thickness[yi, xi] - 1.0, 0.0)
+            size = np.linalg.norm(move, axis=1)
+            pts = pts + move * np.minimum(1.0, limit / np.maximum(size, 1e-9))[:, None]
+        rings.append(Ring(_widen_thin_parts(pts), hole=hole))
     return rings
 
 
@@ -244,12 +356,16 @@ def build_spans(frames: Iterable[tuple[int, list[Ring]]]) -> list[Span]:
 
 
 def span_point_counts(span: Span, spacing: float = 3.0, min_points: int = 8, max_points: int = 400) -> list[int]:
-    """One constant point count per ring of the span: a point every `spacing` px, and room for every vertex."""
+    """One constant point count per ring of the span: a point every `spacing` px, and room for every vertex.
+
+    Half as many points again as the most vertices the ring has in the span, so every
+    vertex gets a slot near its place along the outline and the points do not slide.
+    """
     counts = []
     for k in range(len(span.rings[0])):
         longest = max(_ring_length(frame_rings[k].points) for frame_rings in span.rings)
         corners = max(len(frame_rings[k].points) for frame_rings in span.rings)
-        wanted = max(math.ceil(longest / spacing), corners)
+        wanted = max(math.ceil(longest / spacing), math.ceil(1.5 * corners))
         counts.append(int(np.clip(wanted, min_points, max_points)))
     return counts
 
@@ -265,6 +381,46 @@ def resample_span(span: Span, spacing: float = 3.0, max_points: int = 400) -> li
             track[t] = ring if t == 0 else align_start(ring, track[t - 1])
         out.append(track)
     return out
+
+
+def rim_compensation(track: np.ndarray, width: int, height: int, direction: float = 1.0) -> np.ndarray:
+    """Move ring points toward the filled side so Blender's stretched anti-aliased rim lands 0.5 px out.
+
+    Blender's mask rasteriser draws a rim that is one pixel wide along the shorter frame
+    side but ``long / short`` pixels along the longer one (it is round in coordinates
+    normalised per axis), and the rendered edge (its 0.5 level) lies half a rim beyond
+    the spline. The outlines here run through the boundary pixel centres and want the
+    edge 0.5 px beyond them in every direction, so each edge moves toward the filled
+    side (the left of travel: outer rings and holes are oriented that way) by
+    ``0.5 * (|(n_x a_x, n_y a_y)| - 1)`` px, ``a = (W, H) / min(W, H)``, n its normal;
+    points take the mitre of their two edges. Nothing moves for square frames. `track`
+    is (..., N, 2) in pixel space; ``direction=-1`` moves the other way (what the
+    stretched rim adds, used to check a fit the way Blender will draw it).
+    """
+    a = np.array([width, height], dtype=np.float64) / float(min(width, height))
+    p = np.asarray(track, dtype=np.float64)
+    if np.allclose(a, 1.0):
+        return p.copy()
+    edge = np.roll(p, -1, axis=-2) - p
+    length = np.linalg.norm(edge, axis=-1, keepdims=True)
+    unit = np.divide(edge, length, out=np.zeros_like(edge), where=length > 1e-9)
+    left = np.stack([-unit[..., 1], unit[..., 0]], axis=-1)  # toward the filled side
+    shift = 0.5 * (np.linalg.norm(left * a, axis=-1) - 1.0) * (length[..., 0] > 1e-9)
+    l1, e1 = np.roll(left, 1, axis=-2), np.roll(shift, 1, axis=-1)  # edge into each point
+    l2, e2 = left, shift  # edge out of each point
+    det = l1[..., 0] * l2[..., 1] - l1[..., 1] * l2[..., 0]
+    safe = np.where(np.abs(det) > 0.3, det, 1.0)
+    # mitre: the point d with l1 . d = e1 and l2 . d = e2
+    mitre = np.stack([(e1 * l2[..., 1] - e2 * l1[..., 1]) / safe, (l1[..., 0] * e2 - l2[..., 0] * e1) / safe], axis=-1)
+    # (nearly) straight on: move along the mean normal; folding back (a needle tip): stay
+    mean = l1 + l2
+    mean_len = np.linalg.norm(mean, axis=-1, keepdims=True)
+    along = np.where(mean_len > 1.0, mean / np.maximum(mean_len, 1e-9), 0.0) * (0.5 * (e1 + e2))[..., None]
+    move = np.where((np.abs(det) > 0.3)[..., None], mitre, along)
+    limit = 2.0 * np.maximum(e1, e2)[..., None]
+    norm = np.linalg.norm(move, axis=-1, keepdims=True)
+    move = move * np.minimum(1.0, limit / np.maximum(norm, 1e-9))
+    return p + direction * move
 
 
 # --------------------------------------------------------------------------- checking
@@ -348,7 +504,7 @@ def shapes_document(
             continue
         for o in wanted:
             m = record.labels == o.id
-            rings = extract_rings(m, epsilon=epsilon, min_area=4.0)
+            rings = extract_rings(m, epsilon=epsilon, min_area=4.0, exact_vertices=max_points)
             rings_per_obj[o.id].append((frame, rings))
             if not rings:
                 without_shape += bool(m.any())
@@ -362,7 +518,8 @@ def shapes_document(
             tracks = resample_span(span, spacing=spacing, max_points=max_points)
             if check:
                 for t in range(len(span.rings)):
-                    got = rasterize([track[t] for track in tracks], width, height)
+                    got = rasterize([rim_compensation(track[t], width, height, -1.0) for track in tracks],
+                                    width, height)
                     ious.append(iou(got, _unpack(packed.pop((o.id, span.start + t)), width, height)))
             doc_spans.append(
                 {
@@ -373,7 +530,7 @@ def shapes_document(
                             "hole": span.rings[0][k].hole,
                             "count": int(track.shape[1]),
                             # per frame: x0, y0, x1, y1, ... in mask space
-                            "points": np.round(to_mask_space(track, width, height), 6)
+                            "points": np.round(to_mask_space(track + OFF_GRID, width, height), 6)
                             .reshape(len(track), -1)
                             .tolist(),
                         }

@@ -145,3 +145,81 @@ def test_write_shapes_writes_blender_ready_json(session, tmp_path):
             assert ms.iou(back_to_pixels(doc, span, t), want) >= 0.97
     assert [o["name"] for o in doc["objects"]] == ["ring", "box"]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_small_outlines_are_kept_exactly_through_resampling():
+    """A 9x9 disc and a 33x34 blob keep every traced vertex: resampled points hold the exact outline."""
+    side = 120  # a square frame: no rim compensation, the traced outline itself is written
+    for axes in ((4, 4), (16, 17)):
+        m = np.zeros((side, side), np.uint8)
+        cv2.ellipse(m, (60, 50), axes, 10, 0, 360, 1, -1)
+        (ring,) = ms.extract_rings(m.astype(bool))
+        raw, _ = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+        assert len(ring.points) == len(cv2.approxPolyDP(raw[0], 0.01, True))  # nothing simplified away
+        (track,) = ms.resample_span(ms.object_spans([(0, m.astype(bool))])[0])
+        assert track.shape[1] > len(ring.points)
+        for vertex in ring.points:  # every vertex is one of the points, exactly
+            assert np.min(np.linalg.norm(track[0] - vertex, axis=1)) < 1e-9
+        assert ms.iou(ms.rasterize([ring.points], side, side), m.astype(bool)) == 1.0
+        # the other points lie on the outline's edges (BEND px inside them)
+        a, b = ring.points, np.roll(ring.points, -1, axis=0)
+        ab = b - a
+        tt = np.clip(np.einsum("pkj,kj->pk", track[0][:, None] - a, ab) / np.einsum("kj,kj->k", ab, ab), 0, 1)
+        gap = np.linalg.norm(track[0][:, None] - (a + tt[..., None] * ab), axis=2).min(axis=1)
+        assert gap.max() <= ms.BEND + 1e-9
+
+
+def test_resampled_points_between_vertices_leave_the_edge_by_a_hair_only():
+    """Extra points sit BEND px inside their edge: no three in a row (Blender's scan-fill trips on those)."""
+    square = np.array([[10.0, 10.0], [10.0, 50.0], [50.0, 50.0], [50.0, 10.0]])
+    out = ms.resample_ring(square, 40)
+    x, y = out[:, 0], out[:, 1]
+    off = np.minimum.reduce([np.abs(x - 10), np.abs(x - 50), np.abs(y - 10), np.abs(y - 50)])
+    corners = [np.argmin(np.linalg.norm(out - c, axis=1)) for c in square]
+    assert np.allclose(np.delete(off, corners), ms.BEND)
+    inside = (x > 10) & (x < 50) & (y > 10) & (y < 50)
+    assert inside.sum() == len(out) - 4
+
+
+def test_one_pixel_lines_in_any_direction_become_thin_polygons():
+    """A 1-px diagonal line and a 1-px spike become rings of real area that fill back to their pixels."""
+    line = np.zeros((H, W), np.uint8)
+    cv2.line(line, (10, 100), (140, 60), 1, 1)
+    (ring,) = ms.extract_rings(line.astype(bool))
+    assert ms.signed_area(ring.points) > 1.0  # not a zero-width fold, not a bounding box
+    assert ms.iou(ms.rasterize([ring.points], W, H), line.astype(bool)) == 1.0
+    spike = np.zeros((H, W), np.uint8)
+    spike[40:60, 40:60] = 1
+    spike[20:40, 50] = 1  # a needle on top
+    (ring,) = ms.extract_rings(spike.astype(bool))
+    assert ms.iou(ms.rasterize([ring.points], W, H), spike.astype(bool)) == 1.0
+    # the needle's two sides are pulled apart: no point is visited twice
+    assert len(np.unique(np.round(ring.points, 6), axis=0)) == len(ring.points)
+
+
+def test_rim_compensation_moves_edges_by_the_stretched_rim_only_in_wide_frames():
+    """Square frames: nothing moves. 16:9: vertical edges move 0.5*(16/9-1) px inward, horizontal ones stay."""
+    box = np.array([[10.5, 10.5], [10.5, 40.5], [60.5, 40.5], [60.5, 10.5]])
+    if ms.signed_area(box) < 0:
+        box = box[::-1].copy()
+    assert np.allclose(ms.rim_compensation(box, 100, 100), box)
+    moved = ms.rim_compensation(box, 640, 360)
+    dx = 0.5 * (640 / 360 - 1)
+    assert np.allclose(np.sort(moved[:, 0]), [10.5 + dx, 10.5 + dx, 60.5 - dx, 60.5 - dx])
+    assert np.allclose(np.sort(moved[:, 1]), np.sort(box[:, 1]))
+    tall = ms.rim_compensation(box, 360, 640)  # portrait: horizontal edges move instead
+    assert np.allclose(np.sort(tall[:, 0]), np.sort(box[:, 0]))
+    assert np.allclose(np.sort(tall[:, 1]), [10.5 + dx, 10.5 + dx, 40.5 - dx, 40.5 - dx])
+
+
+def test_written_points_stay_off_the_pixel_centre_grid(session, tmp_path):
+    """Traced vertices sit on pixel centres; the file moves them OFF_GRID px away (a sample hitting a
+    vertex head-on fills whole rows in Blender)."""
+    assert np.all(np.abs(ms.OFF_GRID) >= 0.01) and np.all(np.abs(ms.OFF_GRID) <= 0.05)
+    doc = ms.shapes_document(session, objects=[2])  # the box: its corners are traced vertices
+    (span,) = doc["objects"][0]["spans"]
+    (spline,) = span["splines"]
+    back = ms.from_mask_space(np.asarray(spline["points"][0]).reshape(-1, 2), W, H)
+    corners = np.array([[100.5, 80.5], [139.5, 80.5], [139.5, 109.5], [100.5, 109.5]])  # left of travel: inside
+    for corner in ms.rim_compensation(corners, W, H):
+        assert np.min(np.linalg.norm(back - (corner + ms.OFF_GRID), axis=1)) < 1e-3
