@@ -53,6 +53,8 @@ class _ObjState:
     ref_area: float = 0.0
     last_area: float = 0.0
     lost: bool = True
+    exp_area: float = 0.0  # keyframe area times the zooms fitted since (0 = unknown)
+    sep: float = 1.0  # how well colour alone told the object from its surroundings on the keyframes (0..1)
     lut: np.ndarray | None = None
     score_map: np.ndarray | None = None  # log-odds in the ROI of the last frame
     roi: tuple[int, int, int, int] | None = None
@@ -80,6 +82,10 @@ class ClassicPropagator:
         self.max_flow_side = int(max_flow_side)
         self.min_area_frac = float(min_area_frac)
         self.redetect = bool(redetect)
+        self.sep_lo, self.sep_span, self.min_colour_weight = 0.1, 0.5, 0.15
+        # the flow near an outline is smoothed towards the surroundings, so fitted zooms come out ~12% short
+        # (in log terms): the expected area grows by scale ** 2.3, not scale ** 2
+        self.max_grow, self.area_slack, self.zoom_gain = -1.0, 1.4, 2.3
         self.reset()
 
     # -- protocol ---------------------------------------------------------------------------------
@@ -111,11 +117,13 @@ class ClassicPropagator:
                 st.ref_fg = fg if n == 0 else (st.ref_fg * n + fg) / (n + 1)
                 st.ref_bg = bg if n == 0 else (st.ref_bg * n + bg) / (n + 1)
                 st.ref_count = n + 1
+                st.sep = 1.0 - bhattacharyya(st.ref_fg, st.ref_bg)
                 st.recent_fg, st.recent_bg = fg, bg
                 st.ref_area = float(m.sum()) if n == 0 else max(st.ref_area, float(m.sum()))
                 st.last_area = float(m.sum())
             st.mask = m
             st.lost = not m.any()
+            st.exp_area = float(m.sum())
             self._remember_template(st, frame)
         self._rebuild_luts()
         self._prev_gray = self._gray(frame)
@@ -141,6 +149,7 @@ class ClassicPropagator:
         ids = sorted(self._objs)
         for oid in ids:
             st = self._objs[oid]
+            was_lost = st.lost
             m = labels == oid
             if m.sum() < self._min_area(st):
                 m[:] = False
@@ -152,6 +161,7 @@ class ClassicPropagator:
                 self._learn(st, idx, m)
             if not st.lost:
                 st.last_area = float(m.sum())
+                st.exp_area = max(st.exp_area, st.last_area) if was_lost else st.exp_area
             self._remember_template(st, frame)
         self._rebuild_luts()
         self._prev_gray = gray
@@ -170,6 +180,7 @@ class ClassicPropagator:
             st.lost = not m.any()
             if not st.lost:
                 st.last_area = float(m.sum())
+                st.exp_area = max(st.exp_area, st.last_area)
                 if idx is not None and st.ref_count:
                     self._learn(st, idx, m)
             if frame is not None:
@@ -260,7 +271,7 @@ class ClassicPropagator:
         reach = float(np.abs(fl).max()) if fl.size else 0.0
         margin = max(8.0, 0.35 * side) + reach
         roi = expand(pb, margin, w, h)
-        pred, fit_ok = self._predict(prev, flow, roi)
+        pred, fit_ok = self._predict(st, prev, flow, roi)
         if not pred.any():
             return None
         res = self._anchor(st, idx, frame, pred, roi)
@@ -276,8 +287,11 @@ class ClassicPropagator:
             conf *= 0.8
         return roi, score, m, conf
 
-    def _predict(self, prev: np.ndarray, flow: np.ndarray, roi: tuple[int, int, int, int]):
-        """Warp the previous mask into `roi` of the current frame: similarity fit to the flow, else per pixel."""
+    def _predict(self, st: _ObjState, prev: np.ndarray, flow: np.ndarray, roi: tuple[int, int, int, int]):
+        """Warp the previous mask into `roi` of the current frame: similarity fit to the flow, else per pixel.
+
+        A fitted zoom also scales the object's expected area (the cap on how far its mask may grow).
+        """
         x0, y0, x1, y1 = roi
         fl = flow[y0:y1, x0:x1]
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
@@ -301,11 +315,12 @@ class ClassicPropagator:
                     a[1, 2] -= y0
                     warped = cv2.warpAffine(prev.astype(np.float32), a, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                    st.exp_area *= scale ** self.zoom_gain
                     return warped >= 0.5, True
         return pw >= 0.5, False
 
     def _anchor(self, st: _ObjState, idx: np.ndarray, frame: np.ndarray, pred: np.ndarray,
-                roi: tuple[int, int, int, int]):
+                roi: tuple[int, int, int, int], cap: bool = True):
         """Decide each ROI pixel from colour log-odds + distance to the prediction; returns (roi, L, mask, agree, colour)."""
         x0, y0, x1, y1 = roi
         sub = idx[y0:y1, x0:x1]
@@ -314,9 +329,21 @@ class ClassicPropagator:
         din = cv2.distanceTransform(pu, cv2.DIST_L2, 3)
         dout = cv2.distanceTransform(1 - pu, cv2.DIST_L2, 3)
         sd = din - dout
-        score = logit(p, 4.0) + np.clip(0.45 * sd, -8.0, 2.0)
+        # colour speaks as loudly as it separated the object on the keyframes; where it did not
+        # (grey on grey, backgrounds in the object's colours) the flow prediction carries the mask
+        wc = float(np.clip((st.sep - self.sep_lo) / self.sep_span, self.min_colour_weight, 1.0))
+        score = logit(p, 4.0) * wc + np.clip(0.45 * sd, -8.0, 2.0)
         score = cv2.GaussianBlur(score, (0, 0), 1.0)
         m = score > 0
+        limit = (1.0 + self.max_grow) * float(pred.sum()) if self.max_grow >= 0 else np.inf
+        if cap and st.exp_area > 0:
+            limit = min(limit, self.area_slack * st.exp_area)
+        limit = int(min(limit + 4, m.size))
+        if int(m.sum()) > limit:
+            # an object does not outgrow its fitted zoom by much: keep the `limit` most certain pixels,
+            # which trims leaks creeping into look-alike surroundings frame after frame
+            t = float(np.partition(score[m], -limit)[-limit])
+            m = score > t
         if self.grabcut and m.any():
             gc = np.where(m, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
             gc[(score > 4.0) & pred] = cv2.GC_FGD
@@ -386,7 +413,7 @@ class ClassicPropagator:
         comp = lab == best
         b = bbox(comp)
         roi = expand(b, max(6.0, 0.3 * np.sqrt(float(comp.sum()))), w, h)
-        res = self._anchor(st, idx, frame, comp[roi[1]:roi[3], roi[0]:roi[2]], roi)
+        res = self._anchor(st, idx, frame, comp[roi[1]:roi[3], roi[0]:roi[2]], roi, cap=False)
         roi, score, m, agree, colour = res
         if not m.any():
             return None
