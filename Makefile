@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/tam demo --out demo_out
 
 test: $(STAMP) $(STAMP45)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q tests
 
 lint: $(STAMP)
