@@ -85,6 +85,7 @@ class ClassicPropagator:
         self.sep_lo, self.sep_span, self.min_colour_weight = 0.1, 0.5, 0.15
         # the flow near an outline is smoothed towards the surroundings, so fitted zooms come out ~12% short
         # (in log terms): the expected area grows by scale ** 2.3, not scale ** 2
+        self.motion_gain, self.motion_min, self.motion_lim = 3.0, 0.6, 3.0
         self.max_grow, self.area_slack, self.zoom_gain = -1.0, 1.4, 2.3
         self.reset()
 
@@ -274,7 +275,8 @@ class ClassicPropagator:
         pred, fit_ok = self._predict(st, prev, flow, roi)
         if not pred.any():
             return None
-        res = self._anchor(st, idx, frame, pred, roi)
+        mot = self._motion_cue(st, flow, pred, roi) if fit_ok and self.motion_gain > 0 else None
+        res = self._anchor(st, idx, frame, pred, roi, extra=mot)
         roi, score, m, agree, colour = res
         if (agree < 0.5 or colour < 0.5 or not fit_ok) and side >= 4:
             moved = self._relocate(st, frame, prev, roi)
@@ -286,6 +288,33 @@ class ClassicPropagator:
         if not fit_ok:
             conf *= 0.8
         return roi, score, m, conf
+
+    def _motion_cue(self, st: _ObjState, flow: np.ndarray, pred: np.ndarray,
+                    roi: tuple[int, int, int, int]) -> np.ndarray | None:
+        """Log-odds from motion: does each ROI pixel move like the object (its fitted similarity) or like its
+        surroundings? Separates an object from a look-alike background whenever the two move differently.
+        """
+        a = st.extra.get("fit")
+        if a is None:
+            return None
+        x0, y0, x1, y1 = roi
+        fl = flow[y0:y1, x0:x1]
+        far = ~cv2.dilate(pred.astype(np.uint8), disk(4)).astype(bool)
+        if int(far.sum()) < 30:
+            return None
+        f_bg = np.median(fl[far], axis=0)
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        ai = cv2.invertAffineTransform(a)
+        ox = ai[0, 0] * xx + ai[0, 1] * yy + ai[0, 2] - xx
+        oy = ai[1, 0] * xx + ai[1, 1] * yy + ai[1, 2] - yy
+        cy, cx = (np.array(np.nonzero(pred)).mean(axis=1)).astype(int)
+        d = float(np.hypot(ox[cy, cx] - f_bg[0], oy[cy, cx] - f_bg[1]))
+        if d < self.motion_min:
+            return None
+        e_obj = np.hypot(fl[..., 0] - ox, fl[..., 1] - oy)
+        e_bg = np.hypot(fl[..., 0] - f_bg[0], fl[..., 1] - f_bg[1])
+        # only evidence against: DIS blurs flow across outlines, so "moves like the object" bleeds outwards
+        return np.clip(self.motion_gain * (e_bg - e_obj) / d, -self.motion_lim, 0.0).astype(np.float32)
 
     def _predict(self, st: _ObjState, prev: np.ndarray, flow: np.ndarray, roi: tuple[int, int, int, int]):
         """Warp the previous mask into `roi` of the current frame: similarity fit to the flow, else per pixel.
@@ -300,6 +329,7 @@ class ClassicPropagator:
                        borderValue=0)
         inner = pw > 0.99
         n = int(inner.sum())
+        st.extra.pop("fit", None)
         if n >= 12:
             step = max(1, n // 400)
             sel = np.flatnonzero(inner.reshape(-1))[::step]
@@ -310,6 +340,7 @@ class ClassicPropagator:
             if a is not None and inl is not None and inl.sum() >= max(8, 0.5 * len(sel)):
                 scale = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
                 if 0.8 < scale < 1.25:
+                    st.extra["fit"] = a.copy()
                     a = a.copy()
                     a[0, 2] -= x0
                     a[1, 2] -= y0
@@ -320,7 +351,7 @@ class ClassicPropagator:
         return pw >= 0.5, False
 
     def _anchor(self, st: _ObjState, idx: np.ndarray, frame: np.ndarray, pred: np.ndarray,
-                roi: tuple[int, int, int, int], cap: bool = True):
+                roi: tuple[int, int, int, int], cap: bool = True, extra: np.ndarray | None = None):
         """Decide each ROI pixel from colour log-odds + distance to the prediction; returns (roi, L, mask, agree, colour)."""
         x0, y0, x1, y1 = roi
         sub = idx[y0:y1, x0:x1]
@@ -333,6 +364,8 @@ class ClassicPropagator:
         # (grey on grey, backgrounds in the object's colours) the flow prediction carries the mask
         wc = float(np.clip((st.sep - self.sep_lo) / self.sep_span, self.min_colour_weight, 1.0))
         score = logit(p, 4.0) * wc + np.clip(0.45 * sd, -8.0, 2.0)
+        if extra is not None:
+            score = score + extra
         score = cv2.GaussianBlur(score, (0, 0), 1.0)
         m = score > 0
         limit = (1.0 + self.max_grow) * float(pred.sum()) if self.max_grow >= 0 else np.inf

@@ -85,4 +85,4 @@ def _rainbow_clip(seed: int = 3):
 
 def test_object_on_background_of_its_own_hues_does_not_leak_into_it():
     j = _track_forward(_rainbow_clip(), ClassicPropagator())
-    assert j > 0.75  # 0.60 before the expected-area cap and keyframe-weighted colour (0.80 after)
+    assert j > 0.85  # 0.60 with colour + flow alone; ~0.90 with the motion cue, area cap and colour weighting
