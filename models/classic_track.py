@@ -86,6 +86,7 @@ class ClassicPropagator:
         # the flow near an outline is smoothed towards the surroundings, so fitted zooms come out ~12% short
         # (in log terms): the expected area grows by scale ** 2.3, not scale ** 2
         self.motion_gain, self.motion_min, self.motion_lim = 3.0, 0.6, 3.0
+        self.thin_frac = 0.12
         self.max_grow, self.area_slack, self.zoom_gain = -1.0, 1.4, 2.3
         self.reset()
 
@@ -382,6 +383,13 @@ class ClassicPropagator:
             gc[(score > 4.0) & pred] = cv2.GC_FGD
             gc[(score < -4.0) | (sd < -12)] = cv2.GC_BGD
             m = grabcut_refine(frame[y0:y1, x0:x1], gc, 1)
+        if self.thin_frac > 0 and m.any():
+            # new pixels must belong to a body, not a thread: growth outside the prediction that an opening
+            # removes is a leak along a look-alike streak of background
+            r = int(round(self.thin_frac * np.sqrt(float(pred.sum()))))
+            if r >= 1:
+                opened = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, disk(r)).astype(bool)
+                m = (m & pred) | (m & opened)
         core = m & pred
         if m.any():
             n, lab = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
