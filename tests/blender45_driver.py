@@ -41,22 +41,11 @@ def _read_png(bpy, path: Path) -> np.ndarray:
 
 
 def _render_frames(bpy, sc, first: int, last: int, folder: Path) -> dict[int, np.ndarray]:
-    """Render frames first..last of `sc` with it as the window's scene (the Mask animates there)."""
-    sc.render.image_settings.file_format = "PNG"
-    sc.render.image_settings.color_mode = "RGBA"
-    window = bpy.context.window
-    previous = window.scene
-    window.scene = sc
-    images = {}
-    try:
-        for f in range(first, last + 1):
-            sc.frame_set(f)
-            sc.render.filepath = str(folder / f"f_{f:04d}.png")
-            bpy.ops.render.render(write_still=True)
-            images[f] = _read_png(bpy, Path(sc.render.filepath))
-    finally:
-        window.scene = previous
-    return images
+    """Render frames first..last of `sc`; {frame: RGBA uint8 image}."""
+    from bpy_render import render_frames  # beside this script, so on sys.path
+
+    paths = render_frames(bpy, sc, range(first, last + 1), folder)
+    return {f: _read_png(bpy, p) for f, p in paths.items()}
 
 
 def _strips(scene):

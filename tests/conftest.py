@@ -19,6 +19,9 @@ if "BLENDER_USER_RESOURCES" not in os.environ:
     os.environ["BLENDER_USER_RESOURCES"] = _user
     atexit.register(shutil.rmtree, _user, ignore_errors=True)
 
+# small shared helpers beside the tests (bpy_render) import as top-level modules
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 _spec = importlib.util.spec_from_file_location("_tam_launch", ROOT / "tam_blender_addon" / "launch.py")
 _launch = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_launch)

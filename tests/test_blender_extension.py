@@ -22,6 +22,8 @@ import pytest
 bpy = pytest.importorskip("bpy")
 cv2 = pytest.importorskip("cv2")
 
+from bpy_render import render_frames  # noqa: E402 - beside the tests (conftest)
+
 from track_anything.tam_blender_addon.matte_shapes import iou  # noqa: E402 - needs cv2
 
 pytestmark = [pytest.mark.bpy, pytest.mark.slow]
@@ -125,27 +127,9 @@ def _open_session(sc):
 
 
 def _render_frames(sc, first: int, last: int, folder: Path) -> dict[int, np.ndarray]:
-    """Render frames first..last of scene `sc`, one by one; {frame: BGRA uint8 image}.
-
-    `sc` is made the window's scene meanwhile: an animated Mask is evaluated by the
-    active depsgraph when the frame changes, and renders read that result (rendering a
-    scene that is not the window's shows the Mask at some other frame's shape).
-    """
-    sc.render.image_settings.file_format = "PNG"
-    sc.render.image_settings.color_mode = "RGBA"
-    window = bpy.context.window
-    previous = window.scene
-    window.scene = sc
-    images = {}
-    try:
-        for f in range(first, last + 1):
-            sc.frame_set(f)
-            sc.render.filepath = str(folder / f"f_{f:04d}.png")
-            bpy.ops.render.render(write_still=True)
-            images[f] = cv2.imread(sc.render.filepath, cv2.IMREAD_UNCHANGED)
-    finally:
-        window.scene = previous
-    return images
+    """Render frames first..last of scene `sc`; {frame: BGRA uint8 image}."""
+    paths = render_frames(bpy, sc, range(first, last + 1), folder)
+    return {f: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for f, p in paths.items()}
 
 
 def _tracked_session(sc, clip_obj) -> None:

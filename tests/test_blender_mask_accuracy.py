@@ -20,6 +20,8 @@ import pytest
 bpy = pytest.importorskip("bpy")
 cv2 = pytest.importorskip("cv2")
 
+from bpy_render import render_frames  # noqa: E402 - beside the tests (conftest)
+
 from track_anything.operators.mattes import build_mask, read_shapes  # noqa: E402 - needs bpy
 from track_anything.tam_blender_addon.matte_shapes import iou, write_shapes  # noqa: E402 - needs cv2
 from track_anything.tam_blender_addon.session import Session, SourceInfo  # noqa: E402
@@ -101,22 +103,9 @@ def _shapes(w: int, h: int) -> dict[str, Callable[[int], np.ndarray]]:
 
 
 def _render(scene, folder: Path) -> dict[int, np.ndarray]:
-    """Render frames ZERO.. of `scene` as the window's scene (animated masks evaluate there)."""
-    scene.render.image_settings.file_format = "PNG"
-    scene.render.image_settings.color_mode = "RGB"
-    window = bpy.context.window
-    previous = window.scene
-    window.scene = scene
-    out = {}
-    try:
-        for f in range(ZERO, ZERO + FRAMES):
-            scene.frame_set(f)
-            scene.render.filepath = str(folder / f"{scene.name}_{f:04d}.png")
-            bpy.ops.render.render(write_still=True)
-            out[f] = cv2.imread(scene.render.filepath, cv2.IMREAD_GRAYSCALE)
-    finally:
-        window.scene = previous
-    return out
+    """Render frames ZERO.. of `scene`; {frame: grey uint8 image}."""
+    paths = render_frames(bpy, scene, range(ZERO, ZERO + FRAMES), folder, color_mode="RGB")
+    return {f: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for f, p in paths.items()}
 
 
 def _sized_scene(name: str, w: int, h: int):
