@@ -57,6 +57,15 @@ def _new_session(tmp_path, video, backend="classic"):
     return Session.create(tmp_path / "session", info, backend=backend)
 
 
+def _boxed_first_object(session, clip, frames=(0,)):
+    """The clip's first object with its true box on `frames`; (object id, classic Engine)."""
+    oid = clip.obj_ids[0]
+    session.add_object(obj_id=oid)
+    for f in frames:
+        session.add_box(f, oid, *clip.box(f, oid))
+    return oid, Engine(session)
+
+
 def _mean_j(session, clip, obj, frames=None):
     frames = range(len(clip)) if frames is None else frames
     return float(np.mean([_jaccard(session.object_mask(f, obj), clip.mask(f, obj)) for f in frames]))
@@ -82,11 +91,7 @@ def test_correction_recomputes_only_the_span_between_neighbouring_keyframes(tmp_
     clip, paths = occlusion_clip
     n = len(clip)
     with _new_session(tmp_path, paths["video"]) as s:
-        oid = clip.obj_ids[0]
-        s.add_object(obj_id=oid)
-        s.add_box(0, oid, *clip.box(0, oid))
-        s.add_box(20, oid, *clip.box(20, oid))
-        eng = Engine(s)
+        oid, eng = _boxed_first_object(s, clip, frames=(0, 20))
         list(eng.track(direction="both"))
         before = {f: s.read_mask(f).labels.copy() for f in range(n)}
         j_before = _mean_j(s, clip, oid, range(21, n))
@@ -109,10 +114,7 @@ def test_interrupted_track_resumes_from_the_last_written_frame(tmp_path, occlusi
     clip, paths = occlusion_clip
     n = len(clip)
     with _new_session(tmp_path, paths["video"]) as s:
-        oid = clip.obj_ids[0]
-        s.add_object(obj_id=oid)
-        s.add_box(0, oid, *clip.box(0, oid))
-        eng = Engine(s)
+        oid, eng = _boxed_first_object(s, clip)
         calls = {"n": 0}
 
         def stop_after_12() -> bool:
@@ -137,10 +139,7 @@ def test_remove_object_keeps_pixels_outside_dilated_mask_and_resumes(tmp_path, o
 
     clip, paths = occlusion_clip
     with _new_session(tmp_path, paths["video"]) as s:
-        oid = clip.obj_ids[0]
-        s.add_object(obj_id=oid)
-        s.add_box(0, oid, *clip.box(0, oid))
-        eng = Engine(s)
+        oid, eng = _boxed_first_object(s, clip)
         list(eng.track(start=0, end=11, direction="forward"))
         out = tmp_path / "removed"
         stops = {"n": 0}
