@@ -85,8 +85,9 @@ class ClassicPropagator:
         self.sep_lo, self.sep_span, self.min_colour_weight = 0.1, 0.5, 0.15
         # the flow near an outline is smoothed towards the surroundings, so fitted zooms come out ~12% short
         # (in log terms): the expected area grows by scale ** 2.3, not scale ** 2
-        self.motion_gain, self.motion_min, self.motion_lim = 3.0, 0.6, 3.0
-        self.thin_frac = 0.12
+        self.motion_gain, self.motion_min, self.motion_lim, self.motion_keep_off = 3.0, 0.6, 3.0, 6
+        self.motion_ref = 1.0
+        self.thin_frac, self.hidden_area_gain = 0.12, 2.0
         self.max_grow, self.area_slack, self.zoom_gain = -1.0, 1.4, 2.3
         self.reset()
 
@@ -126,6 +127,9 @@ class ClassicPropagator:
             st.mask = m
             st.lost = not m.any()
             st.exp_area = float(m.sum())
+            if m.any() and (self._touches_other(labels, m, oid)):
+                # partly hidden behind another object here, so its full size is unknown: cap loosely
+                st.exp_area *= self.hidden_area_gain
             self._remember_template(st, frame)
         self._rebuild_luts()
         self._prev_gray = self._gray(frame)
@@ -234,6 +238,14 @@ class ClassicPropagator:
         x0, y0, x1, y1 = b
         st.extra["template"] = (frame[y0:y1, x0:x1].copy(), st.mask[y0:y1, x0:x1].copy())
 
+    @staticmethod
+    def _touches_other(labels: np.ndarray, m: np.ndarray, oid: int) -> bool:
+        """Whether mask `m` borders another labelled object (it may be partly hidden behind it)."""
+        b = expand(bbox(m), 3, m.shape[1], m.shape[0])
+        sub, ms = labels[b[1]:b[3], b[0]:b[2]], m[b[1]:b[3], b[0]:b[2]]
+        ring = cv2.dilate(ms.astype(np.uint8), disk(2)).astype(bool) & ~ms
+        return bool(((sub[ring] != 0) & (sub[ring] != oid)).any())
+
     def _min_area(self, st: _ObjState) -> float:
         """Below this many pixels an object counts as gone."""
         return max(4.0, self.min_area_frac * st.ref_area)
@@ -301,6 +313,9 @@ class ClassicPropagator:
         x0, y0, x1, y1 = roi
         fl = flow[y0:y1, x0:x1]
         far = ~cv2.dilate(pred.astype(np.uint8), disk(4)).astype(bool)
+        for o in self._objs.values():  # the surroundings are background, not another (moving) object
+            if o.oid != st.oid and o.mask is not None and not o.lost:
+                far &= ~o.mask[y0:y1, x0:x1]
         if int(far.sum()) < 30:
             return None
         f_bg = np.median(fl[far], axis=0)
@@ -313,9 +328,18 @@ class ClassicPropagator:
         if d < self.motion_min:
             return None
         e_obj = np.hypot(fl[..., 0] - ox, fl[..., 1] - oy)
+        near = np.zeros(pred.shape, np.uint8)
+        for o in self._objs.values():  # flow next to another object is smeared with that object's motion
+            if o.oid != st.oid and o.mask is not None and not o.lost:
+                near |= o.mask[y0:y1, x0:x1]
+        near = cv2.dilate(near, disk(self.motion_keep_off)).astype(bool) if near.any() else near.astype(bool)
         e_bg = np.hypot(fl[..., 0] - f_bg[0], fl[..., 1] - f_bg[1])
         # only evidence against: DIS blurs flow across outlines, so "moves like the object" bleeds outwards
-        return np.clip(self.motion_gain * (e_bg - e_obj) / d, -self.motion_lim, 0.0).astype(np.float32)
+        # the faster the object moves against its surroundings, the wider DIS smears its border flow: trust less
+        gain = self.motion_gain * min(1.0, self.motion_ref / d)
+        cue = np.clip(gain * (e_bg - e_obj) / d, -self.motion_lim, 0.0).astype(np.float32)
+        cue[near] = 0.0
+        return cue
 
     def _predict(self, st: _ObjState, prev: np.ndarray, flow: np.ndarray, roi: tuple[int, int, int, int]):
         """Warp the previous mask into `roi` of the current frame: similarity fit to the flow, else per pixel.
