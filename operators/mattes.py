@@ -9,7 +9,6 @@ objects away in the worker and adds the result as an image strip above the sourc
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -267,27 +266,16 @@ def build_compositor(scene, mask: bpy.types.Mask) -> bpy.types.Scene:
 # --------------------------------------------------------------------------- operators
 
 
-def _masks_signature(session_dir: Path) -> str:
-    """Changes whenever a stored mask is written or removed (count and newest time)."""
-    stamps = [e.stat().st_mtime_ns for e in os.scandir(session_dir / "masks") if e.name.endswith(".npz")] \
-        if (session_dir / "masks").is_dir() else []
-    return f"{len(stamps)}:{max(stamps, default=0)}"
-
-
 def _output_dir(state, name: str, fresh: bool = False) -> Path:
-    """A folder inside the session for an output.
+    """A folder inside the session for an output, emptied first when `fresh`.
 
-    Its files stay for a resumed job only while the masks they came from are unchanged
-    (or never, with `fresh`); otherwise the folder is emptied first.
+    A removal's finished frames stay for a resumed job; the engine itself drops them
+    when the masks or settings they came from changed.
     """
-    session_dir = Path(bpy.path.abspath(state.session_path))
-    path = session_dir / name
-    stamp = path / ".masks_signature"
-    signature = _masks_signature(session_dir)
-    if path.is_dir() and (fresh or not stamp.is_file() or stamp.read_text() != signature):
+    path = Path(bpy.path.abspath(state.session_path)) / name
+    if fresh and path.is_dir():
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(signature)
     return path
 
 

@@ -22,6 +22,7 @@ interrupted by a crash or cancel resumes from its last written frame.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -526,6 +527,7 @@ class Engine:
         def frame_file(i: int) -> Path:
             return frame_dir / f"{i:05d}.png"
 
+        self._reuse_only_matching(frame_dir, objects, dilate, feather, frames)
         todo = [i for i in frames if not frame_file(i).exists()]
         ids = np.array(objects, np.uint8)
 
@@ -555,6 +557,28 @@ class Engine:
         self.session.log("inpaint_done", out=str(out), frames=len(frames))
 
 
+    def _reuse_only_matching(self, frame_dir: Path, objects: list[int], dilate: int, feather: int,
+                             frames: list[int]) -> None:
+        """Keep finished frames for a resumed removal only if nothing they depend on changed.
+
+        The key covers the job's settings and every stored mask (count, sizes, newest
+        write): re-tracking or correcting invalidates the earlier frames, a crash does not.
+        """
+        import json
+
+        stats = [e.stat() for e in os.scandir(self.session.path / "masks") if e.name.endswith(".npz")] \
+            if (self.session.path / "masks").is_dir() else []
+        key = hashlib.sha1(json.dumps([
+            sorted(objects), dilate, feather, self.backend, self.weights, frames[0], frames[-1], len(frames),
+            len(stats), sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0),
+        ]).encode()).hexdigest()
+        stamp = frame_dir / ".tam_inpaint_key"
+        if not stamp.is_file() or stamp.read_text().strip() != key:
+            for old in frame_dir.glob("[0-9][0-9][0-9][0-9][0-9].png"):
+                old.unlink()
+            stamp.write_text(key)
+
+
 def _feather(orig: np.ndarray, filled: np.ndarray, mask: np.ndarray, px: int) -> np.ndarray:
     """Soften the seam inside the mask; pixels outside the mask stay the original ones."""
     import cv2
@@ -571,8 +595,6 @@ def _feather(orig: np.ndarray, filled: np.ndarray, mask: np.ndarray, px: int) ->
 
 
 def _write_png_atomic(path: Path, rgb: np.ndarray) -> None:
-    import os
-
     import cv2
 
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -582,8 +604,6 @@ def _write_png_atomic(path: Path, rgb: np.ndarray) -> None:
 
 
 def _encode_mp4(frame_dir: Path, frames: list[int], out: Path, fps: float) -> None:
-    import os
-
     import cv2
     import imageio_ffmpeg
 

@@ -164,3 +164,22 @@ def test_remove_object_keeps_pixels_outside_dilated_mask_and_resumes(tmp_path, o
                 if hole.any():
                     assert not np.array_equal(res[hole], orig[hole])
         eng.close()
+
+
+def test_removal_reuses_finished_frames_only_while_the_masks_are_unchanged(tmp_path, occlusion_clip):
+    clip, paths = occlusion_clip
+    with _new_session(tmp_path, paths["video"]) as s:
+        oid, eng = _boxed_first_object(s, clip)
+        list(eng.track(start=0, end=5, direction="forward"))
+        out = tmp_path / "removed"
+        frames = list(range(6))
+        list(eng.inpaint([oid], str(out), dilate=4, frames=frames))
+        # same masks and settings: a re-run finds every frame done
+        assert list(eng.inpaint([oid], str(out), dilate=4, frames=frames)) == []
+        # a correction rewrites masks: the earlier frames no longer count as done
+        s.add_box(3, oid, *clip.box(3, oid))
+        eng.segment(3)
+        assert len(list(eng.inpaint([oid], str(out), dilate=4, frames=frames))) == len(frames)
+        # other settings (a bigger dilation) also start over
+        assert len(list(eng.inpaint([oid], str(out), dilate=6, frames=frames))) == len(frames)
+        eng.close()
