@@ -7,7 +7,12 @@ Per frame and object:
 2. a colour model (object vs surroundings histograms; the keyframe part is permanent,
    the rest follows recent confident frames) gives P(object | colour) around the
    prediction; colour log-odds plus a spatial prior (signed distance to the warped
-   mask) decide each pixel, so the mask snaps back to the object instead of drifting;
+   mask) decide each pixel, so the mask snaps back to the object instead of drifting.
+   Guards against look-alike backgrounds: colour is weighted by how well it separated
+   the object on the keyframe; pixels moving like the surroundings rather than like the
+   object's fitted similarity are voted down; growth outside the prediction must
+   survive an opening (no threads along streaks); the mask is capped at the keyframe
+   area times the fitted zooms (loosely when the object touched another one there);
 3. when flow and appearance disagree, template matching relocates the object; when the
    object disappears (left the frame, fully hidden) its mask becomes empty and it is
    searched for again in later frames with the colour model (re-entry).
