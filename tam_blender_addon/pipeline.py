@@ -319,19 +319,21 @@ class Engine:
         keyhash = {k: _labels_hash(r) for k, r in keyrecs.items()}
         state = self._span_state()
         todo: list[tuple[Span, str, int | None]] = []
+        skipped: list[str] = []
         for sp in spans:
             sig = self._span_signature(sp, keyhash)
             done_to = state.get(sig)
             if done_to == "done":
-                continue
-            todo.append((sp, sig, done_to))
+                skipped.append(sp.name)
+            else:
+                todo.append((sp, sig, done_to))
         total = sum(len(sp.frames) for sp, _, _ in todo)
         meter = RateMeter(total)
         job = f"track-{int(time.time() * 1000)}"
         self.session.log("track_start", job=job, start=start, end=end, direction=direction,
                          backend=self.backend_label(), keyframes=keyframes,
                          spans=[sp.name for sp, _, _ in todo],
-                         skipped=[sp.name for sp in spans if state.get(self._span_signature(sp, keyhash)) == "done"])
+                         skipped=skipped)
         counts = {"frames": 0, "refine_tried": 0, "refined": 0, "doubtful": 0}
         for sp, sig, resume_from in todo:
             self.session.log("span_start", job=job, span=sp.name, sig=sig, resume_from=resume_from)
