@@ -22,6 +22,7 @@ interrupted by a crash or cancel resumes from its last written frame.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -341,9 +342,26 @@ class Engine:
             self.session.log("span_done", job=job, span=sp.name, sig=sig)
         self.session.log("track_done", job=job, **counts)
 
+    def _tracker_fingerprint(self) -> str:
+        """Hash of everything besides the keyframes that shapes a tracked mask.
+
+        Part of each span's signature, so changing the weights, processing size, memory
+        settings or refinement re-tracks finished spans instead of keeping stale masks.
+        """
+        cfg: dict = {"refine": self.refine_enabled}
+        if self.refine_enabled:
+            cfg["refine_below"] = self.refine_below
+        if self.backend == "neural":
+            cfg.update(self._xmem_settings(), weights="synthetic" if self.synthetic else "official")
+            if self.refine_enabled:
+                cfg["sam"] = self.sam_model
+        text = json.dumps(cfg, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
     def _span_signature(self, sp: Span, keyhash: dict[int, str]) -> str:
         other = keyhash.get(sp.other) if sp.other is not None else "-"
-        return f"{self.backend}|{sp.key}:{keyhash[sp.key]}|{sp.other}:{other}|{sp.first}|{sp.last}"
+        return (f"{self.backend}|{self._tracker_fingerprint()}|{sp.key}:{keyhash[sp.key]}"
+                f"|{sp.other}:{other}|{sp.first}|{sp.last}")
 
     def _span_state(self) -> dict[str, str | int]:
         """Per span signature: "done", or the last frame written by an unfinished pass."""

@@ -183,3 +183,30 @@ def test_removal_reuses_finished_frames_only_while_the_masks_are_unchanged(tmp_p
         # other settings (a bigger dilation) also start over
         assert len(list(eng.inpaint([oid], str(out), dilate=6, frames=frames))) == len(frames)
         eng.close()
+
+
+def test_changed_tracker_settings_retrack_finished_spans_and_same_settings_skip_them(tmp_path, occlusion_clip):
+    clip, paths = occlusion_clip
+    with _new_session(tmp_path, paths["video"]) as s:
+        oid, eng = _boxed_first_object(s, clip)
+        list(eng.track(start=0, end=6, direction="forward"))
+        eng.close()
+        again = Engine(s)
+        assert list(again.track(start=0, end=6, direction="forward")) == []  # nothing changed: nothing redone
+        again.close()
+        refined = Engine(s, refine=True)  # refinement on: the finished span's masks are stale
+        assert len(list(refined.track(start=0, end=6, direction="forward"))) == 6
+        last_start = [e for e in s.read_log() if e["event"] == "track_start"][-1]
+        assert last_start["spans"] == ["0->[1..6]"] and last_start["skipped"] == []
+        refined.close()
+
+
+def test_tracker_fingerprint_follows_neural_settings_and_weights(tmp_path, occlusion_clip):
+    clip, paths = occlusion_clip
+    with _new_session(tmp_path, paths["video"], backend="neural") as s:
+        fp = Engine(s, weights="synthetic")._tracker_fingerprint()
+        assert Engine(s, weights="synthetic")._tracker_fingerprint() == fp
+        assert Engine(s, weights="official")._tracker_fingerprint() != fp
+        assert Engine(s, weights="synthetic", sam_model="vit_h")._tracker_fingerprint() != fp
+        s.settings["mem_every"] = 3
+        assert Engine(s, weights="synthetic")._tracker_fingerprint() != fp
