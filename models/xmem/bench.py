@@ -96,7 +96,20 @@ def run_bench(
         "size": [int(size[0]), int(size[1])],
         "objects": int(objects),
         "fast": bool(prop.fast),
+        **_fast_parity(prop),
     }
+
+
+FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "xmem"
+
+
+def _fast_parity(prop) -> dict:
+    """In fast mode, the fast path's max |probs| deviation from fp32 on the parity fixture (goal: <= 2e-2)."""
+    if not prop.fast or not (FIXTURE / "inputs.npz").is_file():
+        return {}
+    from .parity import fast_deviation
+
+    return {"fast_vs_fp32_max_abs_probs": fast_deviation(FIXTURE, str(prop.device))}
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -47,8 +47,12 @@ def _np(t: torch.Tensor | None) -> np.ndarray:
     return np.zeros((0,), np.float32) if t is None else t.detach().float().cpu().numpy().astype(np.float32)
 
 
-def run(fixture_dir: Path | str, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Drive the fixture's frames through our InferenceCore; return probs, memory sizes and intermediates."""
+def run(fixture_dir: Path | str, device: str = "cpu", fast: bool = False) -> dict[str, np.ndarray]:
+    """Drive the fixture's frames through our InferenceCore; return probs, memory sizes and intermediates.
+
+    ``fast=True`` runs under fp16 autocast on `device`, as the tracker's fast mode does,
+    so its deviation from the fp32 path can be measured (see `fast_deviation`).
+    """
     fixture_dir = Path(fixture_dir)
     cfg = json.loads((fixture_dir / "config.json").read_text())
     icfg = dict(cfg["inference_config"])
@@ -66,12 +70,25 @@ def run(fixture_dir: Path | str, device: str = "cpu") -> dict[str, np.ndarray]:
         sd = synthetic_for_template(template_state_dict(**dims, single_object=single), formula)
     net = network_from_state_dict(sd, "synthetic XMem weights", single_object=single).to(device)
 
+    if fast:
+        with torch.autocast(torch.device(device).type, dtype=torch.float16), torch.no_grad():
+            return _drive(net, icfg, frames, first_mask, device, end_last)
     old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        return _drive(net, icfg, frames, first_mask, device, end_last)
+        with torch.no_grad():
+            return _drive(net, icfg, frames, first_mask, device, end_last)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def fast_deviation(fixture_dir: Path | str, device: str = "cuda") -> float:
+    """max |probs| difference between the fp16-autocast fast path and fp32 on a fixture (the fast-mode parity check)."""
+    exact = run(fixture_dir, device)["probs"]
+    quick = run(fixture_dir, device, fast=True)["probs"]
+    if not np.isfinite(quick).all():
+        return float("inf")
+    return float(np.abs(quick - exact).max())
 
 
 def _drive(
