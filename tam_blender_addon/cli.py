@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import Cancelled, InputError, TamError
+from .errors import Cancelled, InputError, TamError, as_disk_error
 from .progress import Progress, ProgressBar
 
 EXIT_ERROR = 2
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # disk full, permission denied: still one line
         if args.debug:
             traceback.print_exc()
-        print(f"tam: error: {exc}", file=sys.stderr)
+        print(f"tam: error: {as_disk_error(exc) or exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # a bug: say so in one line, the traceback is one flag away
         if args.debug:

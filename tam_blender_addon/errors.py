@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class TamError(Exception):
     """An error whose message is meant for the user as it stands (one line)."""
@@ -25,3 +27,21 @@ class WeightsError(TamError):
 
 class Cancelled(TamError):
     """The user cancelled a long job; everything finished so far is kept."""
+
+
+class DiskError(TamError):
+    """The disk is full or not writable: the job stopped, what it finished is on disk."""
+
+
+# errno values that mean "the disk cannot take this write", not a bug in our code
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def as_disk_error(exc: BaseException) -> DiskError | None:
+    """A DiskError with a one-line, actionable message for a full/read-only disk; None for other errors."""
+    if not isinstance(exc, OSError) or exc.errno not in _DISK_ERRNOS:
+        return None
+    what = exc.strerror or str(exc)
+    where = f" writing {exc.filename}" if exc.filename else ""
+    hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "choose a writable folder"
+    return DiskError(f"{what}{where}: {hint} and run it again; everything finished so far is kept")

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import Cancelled, SessionError, TamError
+from .errors import Cancelled, SessionError, TamError, as_disk_error
 from .protocol import (
     PROTOCOL_VERSION,
     LineReader,
@@ -392,10 +392,12 @@ class Worker:
                 return
             result = getattr(self, "cmd_" + cmd.lstrip("_"))(req, **params)
             self.channel.send(req, "result", result)
-        except TamError as exc:
-            self.channel.send(req, "error", {"message": str(exc), "error": type(exc).__name__})
-        except Exception as exc:  # noqa: BLE001 - reported to the client with its traceback
-            self._report_crash(req, cmd, exc)
+        except Exception as exc:  # noqa: BLE001 - user errors plainly, anything else with its traceback
+            user = exc if isinstance(exc, TamError) else as_disk_error(exc)
+            if user is None:
+                self._report_crash(req, cmd, exc)
+            else:
+                self.channel.send(req, "error", {"message": str(user), "error": type(user).__name__})
         finally:
             _current.req = None
 
@@ -687,12 +689,13 @@ class Worker:
                      time.monotonic() - t0)
             return "result", {"cmd": job.cmd, "done": done, "total": total, "progress_events": count,
                               "seconds": round(time.monotonic() - t0, 3), **result}
-        except TamError as exc:
-            LOG.info("%s (request %d) ended: %s", job.cmd, job.req, exc)
-            return "error", {"message": str(exc), "error": type(exc).__name__,
+        except Exception as exc:  # noqa: BLE001 - user errors plainly, anything else with its traceback
+            user = exc if isinstance(exc, TamError) else as_disk_error(exc)
+            if user is None:
+                return "error", self._crash_data(job.req, job.cmd, exc)
+            LOG.info("%s (request %d) ended: %s", job.cmd, job.req, user)
+            return "error", {"message": str(user), "error": type(user).__name__,
                              "done": int(getattr(last, "done", 0) or 0)}
-        except Exception as exc:  # noqa: BLE001 - reported with its traceback
-            return "error", self._crash_data(job.req, job.cmd, exc)
 
 
 # --------------------------------------------------------------------------- main
