@@ -46,6 +46,7 @@ class Settings:
     max_resolution: int = 0
     mem_every: int = 5
     max_memory_frames: int = 10
+    half_precision: bool = True
 
 
 def user_dir(sub: str) -> Path:
@@ -74,6 +75,7 @@ def settings(context: bpy.types.Context | None = None) -> Settings:
         max_resolution=prefs.max_resolution,
         mem_every=prefs.mem_every,
         max_memory_frames=prefs.max_memory_frames,
+        half_precision=prefs.half_precision,
     )
 
 
@@ -153,12 +155,13 @@ def open_session(context: bpy.types.Context | None, state) -> WorkerClient:
         raise SessionError("no session: select a movie or image strip and click New Session")
     s = settings(context)
     path = bpy.path.abspath(state.session_path)
-    key = (path, state.backend.lower(), DEVICE_NAMES.get(s.device, "auto"), s.checkpoint_dir, s.sam_model)
+    key = (path, state.backend.lower(), DEVICE_NAMES.get(s.device, "auto"), s.checkpoint_dir, s.sam_model,
+           s.half_precision)
     client = get_client(context)
     if RT.opened != key:
         client.call(
             "open_session", timeout=START_TIMEOUT_S, path=path, backend=key[1], device=key[2],
-            weights_dir=s.checkpoint_dir or None, sam_model=s.sam_model,
+            weights_dir=s.checkpoint_dir or None, sam_model=s.sam_model, half=s.half_precision,
         )
         RT.opened = key
     return client

@@ -357,7 +357,7 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
         with Session.create(path, SourceInfo(**source), FrameMapping(**mapping), backend=backend.lower()) as session:
             # processing settings from the preferences, for the engine to read with the session
             session.settings.update(max_resolution=prefs.max_resolution, mem_every=prefs.mem_every,
-                                    max_memory_frames=prefs.max_memory_frames)
+                                    max_memory_frames=prefs.max_memory_frames, half_precision=prefs.half_precision)
             session.save()
         state = scene.tam
         # relative to the .blend when beside it, so the project folder can move as a whole

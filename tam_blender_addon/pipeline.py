@@ -126,6 +126,7 @@ class Engine:
         sam_model: str = "vit_b",
         refine: bool | None = None,
         weights_dir: str | None = None,
+        half: bool | None = None,
     ) -> None:
         self.session = session
         self.backend = (backend or session.backend or "classic").lower()
@@ -137,6 +138,9 @@ class Engine:
         self.weights_dir = weights_dir
         self.refine_enabled = (self.backend == "neural") if refine is None else bool(refine)
         self.refine_below = REFINE_BELOW
+        # fp16 tracking and removal on the GPU (no effect on the CPU): the session's setting
+        # (Blender's "Half Precision" preference) unless the caller says otherwise
+        self.half = bool((session.settings or {}).get("half_precision", False)) if half is None else bool(half)
         self._source = None
         self._segmenter = None
         self._propagator = None
@@ -206,7 +210,7 @@ class Engine:
 
                 self._propagator = XMemPropagator(
                     self._weights_for("xmem"), device=self.device, return_probs=self.refine_enabled,
-                    **self._xmem_settings(),
+                    fast=self.half, **self._xmem_settings(),
                 )
         return self._propagator
 
@@ -234,7 +238,8 @@ class Engine:
             else:
                 from ..models.e2fgvi.inpainter import E2FGVIInpainter
 
-                self._inpainter = E2FGVIInpainter(self._weights_for("e2fgvi_hq"), device=self.device)
+                self._inpainter = E2FGVIInpainter(self._weights_for("e2fgvi_hq"), device=self.device,
+                                                  precision="fp16" if self.half else "fp32")
         return self._inpainter
 
     def _check_frame(self, frame: int) -> None:
@@ -352,7 +357,7 @@ class Engine:
         if self.refine_enabled:
             cfg["refine_below"] = self.refine_below
         if self.backend == "neural":
-            cfg.update(self._xmem_settings(), weights="synthetic" if self.synthetic else "official")
+            cfg.update(self._xmem_settings(), weights="synthetic" if self.synthetic else "official", half=self.half)
             if self.refine_enabled:
                 cfg["sam"] = self.sam_model
         text = json.dumps(cfg, sort_keys=True)
@@ -584,12 +589,11 @@ class Engine:
         The key covers the job's settings and every stored mask (count, sizes, newest
         write): re-tracking or correcting invalidates the earlier frames, a crash does not.
         """
-        import json
-
         stats = [e.stat() for e in os.scandir(self.session.path / "masks") if e.name.endswith(".npz")] \
             if (self.session.path / "masks").is_dir() else []
         key = hashlib.sha1(json.dumps([
-            sorted(objects), dilate, feather, self.backend, self.weights, frames[0], frames[-1], len(frames),
+            sorted(objects), dilate, feather, self.backend, self.weights, self.backend == "neural" and self.half,
+            frames[0], frames[-1], len(frames),
             len(stats), sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0),
         ]).encode()).hexdigest()
         stamp = frame_dir / ".tam_inpaint_key"

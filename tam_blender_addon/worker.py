@@ -10,7 +10,7 @@ Commands (params; ``?`` = optional) and their result data:
 * short, answered on the main thread:
   ``hello`` -> protocol, worker, pid, python, executable, platform, torch, cuda, devices
   [{id, name}]; ``create_session{path, source, scene_start?, source_start?, length?,
-  backend?, device?, weights?, weights_dir?, sam_model?, refine?, log?}`` and
+  backend?, device?, weights?, weights_dir?, sam_model?, refine?, half?, log?}`` and
   ``open_session{path, backend?, ...same engine options..., log?}`` -> path, backend,
   backend_label, synthetic, source{...}, objects, mask_frames; ``close_session``;
   ``add_object{name?, color?, obj_id?}``, ``remove_object{obj}``, ``add_click{frame, obj,
@@ -196,14 +196,14 @@ PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
     "open_session": {
         "path": (_STR, True), "backend": (_OPT_STR, False), "device": (_STR, False),
         "weights": (_STR, False), "weights_dir": (_OPT_STR, False), "sam_model": (_STR, False),
-        "refine": (_OPT_BOOL, False), "log": (_OPT_STR, False),
+        "refine": (_OPT_BOOL, False), "half": (_OPT_BOOL, False), "log": (_OPT_STR, False),
     },
     "create_session": {
         "path": (_STR, True), "source": (_STR, True), "scene_start": (_INT, False),
         "source_start": (_INT, False), "length": (_OPT_INT, False),
         "backend": (_OPT_STR, False), "device": (_STR, False),
         "weights": (_STR, False), "weights_dir": (_OPT_STR, False), "sam_model": (_STR, False),
-        "refine": (_OPT_BOOL, False), "log": (_OPT_STR, False),
+        "refine": (_OPT_BOOL, False), "half": (_OPT_BOOL, False), "log": (_OPT_STR, False),
     },
     "close_session": {},
     "add_object": {"name": (_OPT_STR, False), "color": (_OPT_RGB, False), "obj_id": (_OPT_INT, False)},
@@ -473,7 +473,7 @@ class Worker:
 
         try:
             engine = Engine(session, **_given(options, "backend", "device", "weights", "weights_dir",
-                                              "sam_model", "refine"))
+                                              "sam_model", "refine", "half"))
         except BaseException:
             session.close()
             raise

@@ -154,6 +154,9 @@ def test_session_new_maps_scene_frames_through_the_strip_trims(scene, clip):
     with _open_session(scene) as s:
         assert s.mapping.scene_to_source(STRIP_START + 7) == 7
         assert s.source.num_frames == N and s.backend == "classic"
+        # the processing preferences travel with the session, for the CLI and later workers
+        assert s.settings == {"max_resolution": 480, "mem_every": 5, "max_memory_frames": 10,
+                              "half_precision": True}
     assert bpy.ops.tam.object_add(name="ball") == {"FINISHED"}
     with pytest.raises(RuntimeError, match="outside the strip"):
         bpy.ops.tam.prompt_add(object_id=1, frame=STRIP_START, x=10, y=10)  # trimmed away

@@ -208,5 +208,10 @@ def test_tracker_fingerprint_follows_neural_settings_and_weights(tmp_path, occlu
         assert Engine(s, weights="synthetic")._tracker_fingerprint() == fp
         assert Engine(s, weights="official")._tracker_fingerprint() != fp
         assert Engine(s, weights="synthetic", sam_model="vit_h")._tracker_fingerprint() != fp
+        assert Engine(s, weights="synthetic", half=True)._tracker_fingerprint() != fp
+        s.settings["half_precision"] = True  # the session's setting (Blender's preference) is the default
+        assert Engine(s, weights="synthetic").half and not Engine(s, weights="synthetic", half=False).half
+        assert Engine(s, weights="synthetic")._tracker_fingerprint() != fp
+        s.settings["half_precision"] = False
         s.settings["mem_every"] = 3
         assert Engine(s, weights="synthetic")._tracker_fingerprint() != fp

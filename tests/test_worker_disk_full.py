@@ -50,7 +50,8 @@ def test_disk_full_mid_track_is_a_disk_error_that_keeps_finished_frames(tmp_path
     events = _Events()
     worker = Worker(EventChannel(events.buf))
     assert _call(worker, events, 1, "create_session", path=str(tmp_path / "s"), source=str(frames),
-                 backend="classic")["kind"] == "result"
+                 backend="classic", half=True)["kind"] == "result"
+    assert worker.engine.half  # engine options pass through create_session
     assert _call(worker, events, 2, "add_object", name="thing")["kind"] == "result"
     x0, y0, x1, y1 = (float(v) for v in clip.box(0, 1))
     _call(worker, events, 3, "add_box", frame=0, obj=1, x0=x0, y0=y0, x1=x1, y1=y1)
