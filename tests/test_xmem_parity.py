@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from golden import load_arrays, run_parity
 
 ROOT = Path(__file__).resolve().parents[1]
 XMEM = ROOT / "tests" / "fixtures" / "xmem"
@@ -22,25 +20,13 @@ def produced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     case = tmp_path_factory.mktemp("xmem_case")
     for name in ("inputs.npz", "config.json"):
         shutil.copy(XMEM / name, case / name)
-    out = case / "out.npz"
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "parity.py"), "xmem", str(case), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    print(f"xmem parity runner: {time.perf_counter() - t0:.1f} s")
-    with np.load(out) as data:
-        return {k: data[k] for k in data.files}
+    return run_parity("xmem", case, case, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def expected() -> dict[str, np.ndarray]:
     """The official code's outputs."""
-    with np.load(XMEM / "expected.npz") as data:
-        return {k: data[k] for k in data.files}
+    return load_arrays(XMEM / "expected.npz")
 
 
 def test_runner_writes_every_expected_array_with_same_shape_and_dtype(produced, expected):
