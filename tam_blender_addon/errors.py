@@ -45,3 +45,8 @@ def as_disk_error(exc: BaseException) -> DiskError | None:
     where = f" writing {exc.filename}" if exc.filename else ""
     hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "choose a writable folder"
     return DiskError(f"{what}{where}: {hint} and run it again; everything finished so far is kept")
+
+
+def as_user_error(exc: BaseException) -> TamError | None:
+    """`exc` itself if it is meant for the user, its DiskError if it is a disk problem, else None (a bug)."""
+    return exc if isinstance(exc, TamError) else as_disk_error(exc)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import Cancelled, SessionError, TamError, as_disk_error
+from .errors import Cancelled, SessionError, TamError, as_user_error
 from .protocol import (
     PROTOCOL_VERSION,
     LineReader,
@@ -393,7 +393,7 @@ class Worker:
             result = getattr(self, "cmd_" + cmd.lstrip("_"))(req, **params)
             self.channel.send(req, "result", result)
         except Exception as exc:  # noqa: BLE001 - user errors plainly, anything else with its traceback
-            user = exc if isinstance(exc, TamError) else as_disk_error(exc)
+            user = as_user_error(exc)
             if user is None:
                 self._report_crash(req, cmd, exc)
             else:
@@ -690,7 +690,7 @@ class Worker:
             return "result", {"cmd": job.cmd, "done": done, "total": total, "progress_events": count,
                               "seconds": round(time.monotonic() - t0, 3), **result}
         except Exception as exc:  # noqa: BLE001 - user errors plainly, anything else with its traceback
-            user = exc if isinstance(exc, TamError) else as_disk_error(exc)
+            user = as_user_error(exc)
             if user is None:
                 return "error", self._crash_data(job.req, job.cmd, exc)
             LOG.info("%s (request %d) ended: %s", job.cmd, job.req, user)
