@@ -324,10 +324,11 @@ class Engine:
         keyrecs = {k: self._keyframe_record(k) for k in keyframes}
         keyhash = {k: _labels_hash(r) for k, r in keyrecs.items()}
         state = self._span_state()
+        fingerprint = self._tracker_fingerprint()
         todo: list[tuple[Span, str, int | None]] = []
         skipped: list[str] = []
         for sp in spans:
-            sig = self._span_signature(sp, keyhash)
+            sig = self._span_signature(sp, keyhash, fingerprint)
             done_to = state.get(sig)
             if done_to == "done":
                 skipped.append(sp.name)
@@ -363,9 +364,9 @@ class Engine:
         text = json.dumps(cfg, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
-    def _span_signature(self, sp: Span, keyhash: dict[int, str]) -> str:
+    def _span_signature(self, sp: Span, keyhash: dict[int, str], fingerprint: str) -> str:
         other = keyhash.get(sp.other) if sp.other is not None else "-"
-        return (f"{self.backend}|{self._tracker_fingerprint()}|{sp.key}:{keyhash[sp.key]}"
+        return (f"{self.backend}|{fingerprint}|{sp.key}:{keyhash[sp.key]}"
                 f"|{sp.other}:{other}|{sp.first}|{sp.last}")
 
     def _span_state(self) -> dict[str, str | int]:
@@ -580,7 +581,6 @@ class Engine:
         if to_video:
             _encode_mp4(frame_dir, frames, out_path, self.session.source.fps)
         self.session.log("inpaint_done", out=str(out), frames=len(frames))
-
 
     def _reuse_only_matching(self, frame_dir: Path, objects: list[int], dilate: int, feather: int,
                              frames: list[int]) -> None:
