@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (name, equivalent `tam bench` command, module, function, kwargs)
+# (name, equivalent `tam bench` command, which benchmark, its keyword arguments)
 BENCHES = [
     ("xmem_fp32_480p", "tam bench xmem --weights synthetic --size 480x854 --frames 300 --objects 1 --device cuda",
      "xmem", dict(size=(480, 854), frames=300, objects=1, device="cuda")),
