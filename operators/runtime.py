@@ -286,16 +286,21 @@ def warm_up(context: bpy.types.Context, state) -> None:
     this from `draw`, so it only schedules; the state shows in the panel)."""
     if bpy.app.background or not state.session_path or RT.opened == _session_key(context, state):
         return
-    if RT.worker_state.startswith("failed") or RT.session_state.startswith("failed"):
-        return  # said once in the panel; New Session or a click tries again
+    if RT.worker_state.startswith("failed") or RT.session_state.startswith("failed") or _warming:
+        return  # a failure is said once in the panel; New Session or a click tries again
     scene = context.scene.name
 
     def start() -> None:
+        _warming.clear()
         sc = bpy.data.scenes.get(scene)
         if sc is not None and sc.tam.session_path:
             _safely(open_session, None, sc.tam)
 
+    _warming.add(scene)
     bpy.app.timers.register(start, first_interval=0.0)
+
+
+_warming: set[str] = set()  # a warm-up timer is on its way
 
 
 def release_session() -> None:

@@ -739,7 +739,8 @@ class TAM_OT_refine(_TamOperator, bpy.types.Operator):
 
         def done(scene, result) -> str:
             _doubtful_frames(scene)
-            return f"refined {result.get('done', 0)} frames{_doubtful_note(scene)}"
+            n = int(result.get("done", 0))
+            return f"refined {n} frame{'s' if n != 1 else ''}{_doubtful_note(scene)}"
 
         runtime.start_job(context.scene, "Refining", [runtime.Step("refine", {"frames": frames}, done)], undo=False)
         return self.finish_job(context)

@@ -194,3 +194,39 @@ def test_sub_panels_have_a_parent_and_hide_without_a_session(addon):
     assert all(p.bl_parent_id == parent.bl_idname for p in subs)
     bpy.ops.wm.read_homefile(use_empty=True)
     assert not any(p.poll(bpy.context) for p in subs)
+
+
+def _tracked(sc, c) -> None:
+    x0, y0, x1, y1 = c.box(2, 1)
+    assert bpy.ops.tam.box_add(object_id=1, frame=START + 2, x0=x0 - 2, y0=y0 - 2, x1=x1 + 2, y1=y1 + 2) == {"FINISHED"}
+    assert bpy.ops.tam.track(direction="BOTH") == {"FINISHED"}
+
+
+def test_writing_the_mask_is_one_undo_step_that_holds_the_mask(scene, clip):
+    _tracked(scene, clip[0])
+    runtime.RT.undo_in_background = True
+    try:
+        bpy.ops.ed.undo_push(message="tracked")
+        assert bpy.ops.tam.mattes_write("EXEC_DEFAULT", True, targets={"MASK"}) == {"FINISHED"}
+        name = bpy.context.scene.tam.mask_name
+        assert name in bpy.data.masks
+        bpy.ops.ed.undo()  # the first Ctrl+Z takes the written Mask away: the step is not empty
+        assert name not in bpy.data.masks and bpy.context.scene.tam.mask_name == ""
+        bpy.ops.ed.redo()
+        assert name in bpy.data.masks
+    finally:
+        runtime.RT.undo_in_background = False
+
+
+def test_refine_button_runs_the_workers_refine_on_the_doubtful_frames(scene, clip):
+    _tracked(scene, clip[0])
+    runtime.release_session()
+    with Session.open(bpy.path.abspath(scene.tam.session_path)) as s:
+        rec = s.read_mask(5)
+        s.write_mask(5, rec.labels, {1: 0.2})
+    track_anything.operators.session_ops._doubtful_frames(scene)
+    assert [d.frame for d in scene.tam.doubtful] == [START + 5]
+    assert bpy.ops.tam.refine() == {"FINISHED"}
+    assert scene.tam.message.startswith("refined 1 frame"), scene.tam.message
+    with _session(scene) as s:
+        assert any(e["event"] == "refine_done" and e["frames"] == 1 for e in s.read_log())
