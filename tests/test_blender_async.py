@@ -11,6 +11,7 @@ returns.
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.bpy]
 
 W, H, N = 96, 72, 8
 START = 3  # scene frame of source frame 0
-SEGMENT_DELAY_S = 0.6
+SEGMENT_DELAY_S = 0.4
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +47,25 @@ def clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def addon():
-    """The add-on registered from the worktree for this module; the worker stopped afterwards."""
+    """The add-on registered from the worktree for this module, its worker slowed down;
+    the worker is stopped afterwards."""
+    kept = os.environ.get("TAM_TEST_DELAY_SEGMENT")
+    os.environ["TAM_TEST_DELAY_SEGMENT"] = str(SEGMENT_DELAY_S)  # inherited by the worker
+    runtime.shutdown()
     bpy.ops.wm.read_homefile(use_empty=True)
     track_anything.register()
     yield
     runtime.RT.block_in_background = True
     track_anything.unregister()
+    if kept is None:
+        os.environ.pop("TAM_TEST_DELAY_SEGMENT", None)
+    else:
+        os.environ["TAM_TEST_DELAY_SEGMENT"] = kept
 
 
 @pytest.fixture
-def scene(addon, clip, tmp_path, monkeypatch):
+def scene(addon, clip, tmp_path):
     """An empty file with the clip as a movie strip and a classic session with one object."""
-    monkeypatch.setenv("TAM_TEST_DELAY_SEGMENT", str(SEGMENT_DELAY_S))
-    runtime.shutdown()  # the next worker starts with the delay in its environment
     runtime.RT.block_in_background = True
     bpy.ops.wm.read_homefile(use_empty=True)
     sc = bpy.context.scene
@@ -68,7 +75,7 @@ def scene(addon, clip, tmp_path, monkeypatch):
     assert bpy.ops.tam.object_add(name="ball") == {"FINISHED"}
     yield sc
     runtime.RT.block_in_background = True
-    runtime.shutdown()
+    _pump_until_idle()
 
 
 def _session(sc) -> Session:
