@@ -184,7 +184,7 @@ def _safely(fn: Callable[..., Any], *args: Any) -> None:
 
 
 def track_future(future: Future) -> Future:
-    """Keep the pump running until `future` is resolved; in blocking mode wait for it here."""
+    """Keep the pump running (timer) until `future` is resolved; returns it."""
     RT.futures.append(future)
     _ensure_timer()
     return future

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import os
 import queue
 import subprocess
@@ -43,6 +44,7 @@ from .protocol import (
 
 __all__ = ["Event", "Future", "WorkerClient", "check_hello", "error_from_event"]
 
+LOG = logging.getLogger(__name__)
 LAUNCH = Path(__file__).resolve().with_name("launch.py")
 STDERR_TAIL_LINES = 200
 STDERR_LINE_LIMIT = 8192  # longer stderr lines are cut (bounded memory)
@@ -154,7 +156,7 @@ class Future:
             self._resolve(None, TamError(self.client._exit_message()))
             return True
         for fn in list(self._event_callbacks):
-            fn(event)
+            self._run(fn, event)
         if not self._event_callbacks and event.kind != "progress":
             self.client._unclaimed.append(event)  # warnings and logs stay visible to poll()
         return False
@@ -166,7 +168,14 @@ class Future:
         self._done.set()
         callbacks, self._done_callbacks = self._done_callbacks, []
         for fn in callbacks:
-            fn(self)
+            self._run(fn, self)
+
+    def _run(self, fn: Callable[[Any], None], arg: Any) -> None:
+        """Run one callback; its failure is logged and never stops the pump or the other callbacks."""
+        try:
+            fn(arg)
+        except Exception:  # noqa: BLE001 - one bad follow-up must not lose the other answers
+            LOG.exception("a callback of %r failed", self)
 
 
 class WorkerClient:
