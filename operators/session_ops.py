@@ -273,9 +273,12 @@ def clear_prompts(context, state, src: int, obj: int | None, label: str) -> int:
     with runtime.read_session(state) as session:
         gone = session.prompts(frame=src, obj=obj)
     params = {"frame": src, "obj": obj}
+    try:
+        undo = [prompt_command(p) for p in gone]
+    except TamError:  # a kind of prompt Blender cannot send again: the clearing stays (no undo)
+        undo = []
     runtime.submit(context, state, "clear_prompts", params)
-    runtime.record_edit(state, label, [("clear_prompts", params)], [prompt_command(p) for p in gone],
-                        sorted({(p.frame, p.obj) for p in gone}))
+    runtime.record_edit(state, label, [("clear_prompts", params)], undo, sorted({(p.frame, p.obj) for p in gone}))
     return len(gone)
 
 
