@@ -198,7 +198,7 @@ def status_line(s: runtime.Settings) -> str:
     if missing:
         what = ", ".join(_label(m) for m in missing)
         plural = "s" if len(missing) > 1 else ""
-        parts.append(f"Neural: {what} checkpoint{plural} missing — click Download")
+        parts.append(f"Neural: {what} checkpoint{plural} missing — click Download.")
     else:
         parts.append("Neural: ready.")
     if runtime.RT.client is not None and runtime.RT.client.alive:

@@ -237,3 +237,21 @@ def test_refine_button_runs_the_workers_refine_on_the_doubtful_frames(scene, cli
     assert scene.tam.message.startswith("refined 1 frame"), scene.tam.message
     with _session(scene) as s:
         assert any(e["event"] == "refine_done" and e["frames"] == 1 for e in s.read_log())
+
+
+def test_overlay_options_outline_opacity_and_active_object_only(scene):
+    import numpy as np
+
+    from track_anything.ui.overlay import overlay_rgba
+
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:7, 1:6] = 1
+    full = overlay_rgba(labels, {1: (1.0, 0.0, 0.0)}, alpha=0.7)
+    edge = overlay_rgba(labels, {1: (1.0, 0.0, 0.0)}, alpha=0.7, outline=True)
+    assert (full[..., 3] > 0).sum() == 25 and np.allclose(full[full[..., 3] > 0, 3], 0.7)
+    assert (edge[..., 3] > 0).sum() == 25 - 9  # the 3x3 inside is left out
+    st = scene.tam
+    assert bpy.ops.tam.object_add(name="other") == {"FINISHED"}
+    assert set(st.overlay_colors()) == {1, 2}
+    st.overlay_all = False
+    assert set(st.overlay_colors()) == {st.active.obj_id}
