@@ -255,3 +255,16 @@ def test_overlay_options_outline_opacity_and_active_object_only(scene):
     assert set(st.overlay_colors()) == {1, 2}
     st.overlay_all = False
     assert set(st.overlay_colors()) == {st.active.obj_id}
+
+
+def test_a_click_while_the_worker_is_not_running_starts_it_in_the_background(scene, clip):
+    c, _ = clip
+    runtime.shutdown()
+    runtime.RT.block_in_background = False
+    took = _timed_click(3, *_centre(c, 3))
+    assert took < 0.05, f"the click operator took {took * 1000:.1f} ms while the worker had to start"
+    assert runtime.worker_status().startswith("Starting the worker")
+    _pump_until_idle()
+    assert runtime.RT.worker_state == "ready" and runtime.worker_status() == ""
+    with _session(scene) as s:
+        assert [p.frame for p in s.prompts()] == [3] and s.read_mask(3) is not None
