@@ -34,6 +34,7 @@ from ..tam_blender_addon.errors import SessionError, TamError
 ADDON = __package__.rpartition(".")[0]  # "bl_ext.<repo>.track_anything", or "track_anything" in tests
 POLL_INTERVAL_S = 0.1
 START_TIMEOUT_S = 120.0
+JOURNAL_LIMIT = 512  # session edits remembered for undo
 DEVICE_NAMES = {"AUTO": "auto", "CUDA": "cuda", "MPS": "mps", "CPU": "cpu"}
 
 
@@ -464,6 +465,7 @@ def record_edit(state, label: str, redo: list[tuple[str, dict]], undo: list[tupl
     """
     scene, session = state.id_data.name, bpy.path.abspath(state.session_path)
     RT.journal = [e for e in RT.journal if e.applied or e.scene != scene]  # a new edit drops the redo branch
+    del RT.journal[:-JOURNAL_LIMIT]  # far more than Blender's undo steps (32 by default)
     edit = Edit(state.edit_serial + 1, scene, session, label, redo, undo, list(frames or []))
     state.edit_serial = edit.serial
     RT.journal.append(edit)
