@@ -19,7 +19,7 @@ from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from ..tam_blender_addon.errors import InputError, SessionError
 from . import runtime
-from .session_ops import _has_session, _strips, _TamOperator, find_strip, follow_strip
+from .session_ops import _idle_session, _strips, _TamOperator, find_strip, follow_strip
 
 TARGET_ITEMS = [
     ("MASK", "Mask", "Animated Mask datablock (editable spline layers per object)"),
@@ -36,7 +36,7 @@ _CONSTANT, _LINEAR = 0, 1
 
 def zero_frame(scene) -> int:
     """Scene frame showing source frame 0 (following the strip if it was moved)."""
-    return follow_strip(scene).source_to_scene(0)
+    return follow_strip(scene).mapping.source_to_scene(0)
 
 
 def _fcurve_collection(mask: bpy.types.Mask):
@@ -296,13 +296,14 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
 
     bl_idname = "tam.mattes_write"
     bl_label = "Write Mattes"
-    bl_options = {"REGISTER", "UNDO"}
+    # no UNDO flag: the result lands later, and then one undo step records it
+    bl_options = {"REGISTER"}
 
     targets: EnumProperty(name="Targets", items=TARGET_ITEMS, options={"ENUM_FLAG"}, default={"MASK"})
 
     @classmethod
     def poll(cls, context) -> bool:
-        return _has_session(cls, context) and len(context.scene.tam.objects) > 0
+        return _idle_session(cls, context)
 
     def run(self, context) -> set[str]:
         targets = set(self.targets)
@@ -311,62 +312,47 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
         state = follow_strip(context.scene)
         steps = []
         if targets & {"MASK", "COMPOSITOR"}:
-            steps.append("shapes")
+            out = _output_dir(state, "shapes") / "shapes.json"
+            steps.append(runtime.Step("shapes", {"out": str(out)}, lambda sc, res: _after_shapes(sc, out, targets)))
         if "IMAGE_STRIP" in targets:
-            steps.append("export")
-        done: list[str] = []
-
-        def run_step(scene) -> None:
-            step = steps.pop(0)
-            if step == "shapes":
-                out = _output_dir(scene.tam, "shapes") / "shapes.json"
-                runtime.start_job(scene, "shapes", {"out": str(out)}, "Writing mask shapes",
-                                  lambda sc, res: after_shapes(sc, res, out))
-            else:
-                fmt = "exr" if scene.tam.matte_exr else "png"
-                out = _output_dir(scene.tam, f"mattes_{fmt}", fresh=True)
-                st = scene.tam
-                frames = list(range(st.source_start, st.source_start + st.length))
-                runtime.start_job(scene, "export", {"format": fmt, "out": str(out), "frames": frames},
-                                  "Writing matte images",
-                                  lambda sc, res: after_export(sc, res, out))
-
-        def next_or_message(scene) -> str:
-            if steps:
-                run_step(scene)
-            return "wrote " + ", ".join(done)
-
-        def after_shapes(scene, result, out):
-            st = scene.tam
-            doc = read_shapes(out)
-            zero = zero_frame(scene)
-            rng = (st.scene_start, st.scene_start + st.length - 1)
-            mask = build_mask(doc, st.mask_name or f"{st.strip_name} Track", zero, rng)
-            st.mask_name = mask.name
-            q = doc.get("quality", {})
-            done.append(f"mask {mask.name!r}" + (f" (fit IoU >= {q['min_iou']:.3f})" if q.get("min_iou") else ""))
-            if "COMPOSITOR" in targets:
-                comp = build_compositor(scene, mask)
-                done.append(f"compositor scene {comp.name!r}")
-            return next_or_message(scene)
-
-        def after_export(scene, result, out):
-            groups = _matte_groups(out)
-            if not groups:
-                raise SessionError(f"the worker wrote no matte images into {out}")
-            for label, files in groups:
-                obj = scene.tam.object_by_id(int(label)) if label.isdigit() else None
-                name = f"{scene.tam.strip_name} matte {obj.name if obj else label}"
-                _replace_strip(scene, name)
-                strip = add_image_strip(scene, name, files, _source_strip_channel(scene))
-                strip.blend_type = "ALPHA_OVER"
-                strip.mute = True  # a matte over the picture would hide it: unmute to look at it
-                done.append(f"strip {strip.name!r}")
-            return next_or_message(scene)
-
-        run_step(context.scene)
-        state.message = state.message or "writing mattes..."
+            fmt = "exr" if state.matte_exr else "png"
+            folder = _output_dir(state, f"mattes_{fmt}", fresh=True)
+            frames = list(range(state.source_start, state.source_start + state.length))
+            steps.append(runtime.Step("export", {"format": fmt, "out": str(folder), "frames": frames},
+                                      lambda sc, res: _after_export(sc, folder)))
+        runtime.start_job(context.scene, "Writing mattes", steps, summary=lambda parts: "wrote " + ", ".join(parts))
         return self.finish_job(context)
+
+
+def _after_shapes(scene, out: Path, targets: set[str]) -> str:
+    """The shapes arrived: build the Mask (and the compositor scene); what was made, in words."""
+    st = scene.tam
+    doc = read_shapes(out)
+    rng = (st.scene_start, st.scene_start + st.length - 1)
+    mask = build_mask(doc, st.mask_name or f"{st.strip_name} Track", zero_frame(scene), rng)
+    st.mask_name = mask.name
+    q = doc.get("quality", {})
+    done = [f"mask {mask.name!r}" + (f" (fit IoU >= {q['min_iou']:.3f})" if q.get("min_iou") else "")]
+    if "COMPOSITOR" in targets:
+        done.append(f"compositor scene {build_compositor(scene, mask).name!r}")
+    return ", ".join(done)
+
+
+def _after_export(scene, out: Path) -> str:
+    """The matte images arrived: add them as muted strips above the source; what was made."""
+    groups = _matte_groups(out)
+    if not groups:
+        raise SessionError(f"the worker wrote no matte images into {out}")
+    done = []
+    for label, files in groups:
+        obj = scene.tam.object_by_id(int(label)) if label.isdigit() else None
+        name = f"{scene.tam.strip_name} matte {obj.name if obj else label}"
+        _replace_strip(scene, name)
+        strip = add_image_strip(scene, name, files, _source_strip_channel(scene))
+        strip.blend_type = "ALPHA_OVER"
+        strip.mute = True  # a matte over the picture would hide it: unmute to look at it
+        done.append(f"strip {strip.name!r}")
+    return ", ".join(done)
 
 
 class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
@@ -374,7 +360,7 @@ class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
 
     bl_idname = "tam.objects_remove"
     bl_label = "Remove Objects"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # one undo step when the strip has been added
 
     object_ids: StringProperty(name="Objects", description="Comma-separated object ids (empty = visible objects)")
     dilate: IntProperty(name="Dilate", default=8, min=0, max=64, subtype="PIXEL")
@@ -382,7 +368,7 @@ class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context) -> bool:
-        return _has_session(cls, context) and len(context.scene.tam.objects) > 0
+        return _idle_session(cls, context)
 
     def invoke(self, context, event) -> set[str]:
         state = context.scene.tam
@@ -417,8 +403,8 @@ class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
             strip = add_image_strip(scene, name, files, _source_strip_channel(scene))
             return f"removed {label}: strip {strip.name!r} ({len(files)} frames)"
 
-        runtime.start_job(context.scene, "inpaint", {"objects": ids, "out": str(out), "dilate": self.dilate,
-                                               "feather": self.feather, "frames": frames}, "Removing objects", done)
+        params = {"objects": ids, "out": str(out), "dilate": self.dilate, "feather": self.feather, "frames": frames}
+        runtime.start_job(context.scene, "Removing objects", [runtime.Step("inpaint", params, done)])
         return self.finish_job(context)
 
 

@@ -31,15 +31,29 @@ def _redraw_overlay(self, context) -> None:
     """Visibility or colour changed: redraw the sequencer so the overlay follows."""
     screen = getattr(context, "screen", None)
     for area in getattr(screen, "areas", []):
-        if area.type == "SEQUENCE_EDITOR":
+        if area.type in ("SEQUENCE_EDITOR", "CLIP_EDITOR"):
             area.tag_redraw()
+
+
+SYNCING = [False]  # True while the add-on itself fills the object list (not an edit by the user)
+
+
+def _renamed(self, context) -> None:
+    """The editor renamed an object in the list: the session (Mask layers, matte strips) follows."""
+    if SYNCING[0]:
+        return
+    from . import session_ops
+
+    session_ops.rename_object(self.id_data, self)
 
 
 class TAM_PG_object(bpy.types.PropertyGroup):
     """One tracked object: its session id, name, overlay colour and visibility."""
 
     obj_id: IntProperty(name="ID", min=0, max=255)
-    # `name` is inherited from PropertyGroup (shown and renamed in the list)
+    name: StringProperty(name="Name", description="Object name (renaming it renames it in the session)",
+                         update=_renamed)
+    session_name: StringProperty(name="Session name", description="The name the session has for it")
     color: FloatVectorProperty(
         name="Colour", subtype="COLOR", size=3, min=0.0, max=1.0, default=(1.0, 0.3, 0.2), update=_redraw_overlay
     )
@@ -85,6 +99,15 @@ class TAM_PG_state(bpy.types.PropertyGroup):
     doubtful: CollectionProperty(type=TAM_PG_doubtful)
     active_doubtful: IntProperty(name="Active doubtful frame", default=0)
 
+    edit_serial: IntProperty(name="Edits", min=0, description="Session edits made so far (undo follows it)")
+
+    overlay_opacity: FloatProperty(name="Opacity", default=0.45, min=0.0, max=1.0, subtype="FACTOR",
+                                   update=_redraw_overlay, description="How strongly masks tint the preview")
+    overlay_outline: BoolProperty(name="Outline Only", default=False, update=_redraw_overlay,
+                                  description="Draw only the masks' edges")
+    overlay_all: BoolProperty(name="All Objects", default=True, update=_redraw_overlay,
+                              description="Show every visible object's mask (off: only the active object's)")
+
     mask_name: StringProperty(name="Mask", description="The Mask datablock written from the session")
     remove_dilate: IntProperty(name="Dilate", default=8, min=0, max=64, subtype="PIXEL",
                                description="Grow the removed objects' masks by this many pixels")
@@ -107,13 +130,19 @@ class TAM_PG_state(bpy.types.PropertyGroup):
                 return item
         return None
 
-    def scene_to_source(self, frame: int) -> int:
-        """Source frame index shown at scene frame `frame`."""
-        return frame - self.scene_start + self.source_start
+    @property
+    def mapping(self):
+        """The scene <-> source frame mapping (`session.FrameMapping`) the strip shows now."""
+        from ..tam_blender_addon.session import FrameMapping
 
-    def source_to_scene(self, index: int) -> int:
-        """Scene frame that shows source frame `index`."""
-        return index - self.source_start + self.scene_start
+        return FrameMapping(self.scene_start, self.source_start, self.length)
+
+    def overlay_colors(self) -> dict[int, tuple[float, float, float]]:
+        """{object id: colour} of the objects the overlay shows (visible; only the active one
+        unless "All Objects" is on)."""
+        active = self.active
+        return {o.obj_id: tuple(o.color) for o in self.objects
+                if o.visible and (self.overlay_all or o == active)}
 
 
 CLASSES = (TAM_PG_object, TAM_PG_doubtful, TAM_PG_state)

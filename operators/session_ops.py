@@ -7,7 +7,9 @@ All of them are scriptable with explicit properties, e.g.::
     bpy.ops.tam.prompt_add(object_id=1, frame=12, x=320, y=200, positive=True)
     bpy.ops.tam.track(direction='BOTH')
 
-Frames are SCENE frames; x/y are SOURCE pixels, origin top-left, y down.
+Frames are SCENE frames; x/y are SOURCE pixels, origin top-left, y down. In the UI the
+operators return at once and their results arrive through `runtime.pump` (a click shows
+"segmenting frame N…" until its mask lands); in background mode they wait for them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..tam_blender_addon.errors import InputError, TamError
+from ..tam_blender_addon.session import Box, Click, FrameMapping
 from . import runtime
-from .props import BACKEND_ITEMS, BLEND_RELATIVE
+from .props import BACKEND_ITEMS, BLEND_RELATIVE, SYNCING
 
 DIRECTION_ITEMS = [
     ("BOTH", "Both", "Track forwards and backwards from every keyframe"),
@@ -77,6 +80,12 @@ def source_index_zero_frame(strip) -> int:
     return int(round(strip.frame_start)) - int(getattr(strip, "animation_offset_start", 0))
 
 
+def strip_mapping(strip) -> FrameMapping:
+    """The frame mapping a movie or image strip shows now: its visible part, trims included."""
+    start = int(strip.frame_final_start)
+    return FrameMapping(start, start - source_index_zero_frame(strip), int(strip.frame_final_duration))
+
+
 def strip_source(strip, scene) -> tuple[dict, dict, list[str]]:
     """(SourceInfo fields, FrameMapping fields, warnings) of a movie or image strip.
 
@@ -114,13 +123,7 @@ def strip_source(strip, scene) -> tuple[dict, dict, list[str]]:
         width, height = _probe_size(path)
     source = {"path": path, "kind": kind, "width": width, "height": height, "fps": fps,
               "num_frames": num, "files": files}
-    zero = source_index_zero_frame(strip)
-    mapping = {
-        "scene_start": int(strip.frame_final_start),
-        "source_start": int(strip.frame_final_start) - zero,
-        "length": int(strip.frame_final_duration),
-    }
-    return source, mapping, warnings
+    return source, strip_mapping(strip).to_dict(), warnings
 
 
 def _probe_size(path: str) -> tuple[int, int]:
@@ -174,10 +177,9 @@ def follow_strip(scene):
     state = scene.tam
     strip = find_strip(scene, state.strip_name)
     if strip is not None and strip.type in ("MOVIE", "IMAGE"):
-        zero = source_index_zero_frame(strip)
-        start, length = int(strip.frame_final_start), int(strip.frame_final_duration)
-        if (state.scene_start, state.source_start, state.length) != (start, start - zero, length):
-            state.scene_start, state.source_start, state.length = start, start - zero, length
+        m = strip_mapping(strip)
+        if (state.scene_start, state.source_start, state.length) != (m.scene_start, m.source_start, m.length):
+            state.scene_start, state.source_start, state.length = m.scene_start, m.source_start, m.length
     return state
 
 
@@ -197,6 +199,16 @@ def _has_session(cls, context) -> bool:
     return True
 
 
+def _idle_session(cls, context) -> bool:
+    """Poll helper for jobs: a session, no job, and no segmentation still on its way."""
+    if not _has_session(cls, context):
+        return False
+    if runtime.previews_pending():
+        cls.poll_message_set(f"{runtime.preview_text() or 'Segmenting'}: wait a moment")
+        return False
+    return len(context.scene.tam.objects) > 0
+
+
 def _object_id(state, value: int) -> int:
     """`value`, or the active object's id when `value` is 0; InputError if none."""
     if value > 0:
@@ -209,48 +221,137 @@ def _object_id(state, value: int) -> int:
     return active.obj_id
 
 
-def _source_frame(state, frame: int) -> int:
+def source_frame(state, frame: int) -> int:
     """Source index of scene frame `frame`; InputError if the strip does not show it."""
-    if not state.scene_start <= frame < state.scene_start + state.length:
-        raise InputError(
-            f"frame {frame} is outside the strip (frames {state.scene_start}..{state.scene_start + state.length - 1})"
-        )
-    return state.scene_to_source(frame)
+    mapping = state.mapping
+    if not mapping.contains_scene(frame):
+        last = mapping.scene_start + mapping.length - 1
+        raise InputError(f"frame {frame} is outside the strip (frames {mapping.scene_start}..{last})")
+    return mapping.scene_to_source(frame)
 
 
-def segment_frame(context, state, src: int, obj: int) -> str:
-    """Ask the worker for the mask of `obj` on source frame `src`; a short report."""
-    client = runtime.open_session(context, state)
-    res = client.call("segment", timeout=300, frame=src, obj=obj)
-    area = int(res.get("areas", {}).get(str(obj), 0))
-    runtime.redraw()
-    item = state.object_by_id(obj)
-    name = item.name if item else str(obj)
-    frame = state.source_to_scene(src)
-    if area == 0:
-        return f"{name}: nothing found at frame {frame}; add more clicks or a box"
-    return f"{name}: {area} px at frame {frame}"
+def preview_message(scene, data: dict) -> None:
+    """Words for a segmentation that arrived (the mask itself is in the session)."""
+    state = scene.tam
+    src, areas = int(data.get("frame", 0)), data.get("areas", {})
+    for obj in data.get("obj_ids", []):
+        item = state.object_by_id(int(obj))
+        name = item.name if item else str(obj)
+        frame = state.mapping.source_to_scene(src)
+        area = int(areas.get(str(obj), 0))
+        state.message = (f"{name}: nothing found at frame {frame}; add more clicks or a box" if area == 0
+                         else f"{name}: {area} px at frame {frame}")
+
+
+def prompt_command(p) -> tuple[str, dict]:
+    """The worker command that adds prompt `p` (a Click or Box) again."""
+    if isinstance(p, Click):
+        return "add_click", {"frame": p.frame, "obj": p.obj, "x": p.x, "y": p.y, "positive": p.positive}
+    if isinstance(p, Box):
+        return "add_box", {"frame": p.frame, "obj": p.obj, "x0": p.x0, "y0": p.y0, "x1": p.x1, "y1": p.y1}
+    raise TamError(f"a {type(p).__name__} prompt cannot be added again from Blender")
+
+
+def send_prompt(context, state, cmd: str, params: dict, label: str) -> None:
+    """Send a click or box, note it for undo, and queue the preview of its frame."""
+    src, obj = params["frame"], params["obj"]
+    edits: list[runtime.Edit] = []
+
+    def refused(_scene, _error) -> None:  # nothing was added: undo must not take another click away
+        for edit in edits:
+            edit.redo, edit.undo, edit.frames = [], [], []
+
+    runtime.submit(context, state, cmd, params, on_error=refused)
+    edits.append(runtime.record_edit(state, label, [(cmd, params)], [("undo_prompt", {"frame": src, "obj": obj})],
+                                     [(src, obj)]))
+    state.message = f"segmenting frame {state.mapping.source_to_scene(src)}…"
+    runtime.request_preview(context, state, src, obj, preview_message)
+
+
+def clear_prompts(context, state, src: int, obj: int | None, label: str) -> int:
+    """Remove the prompts of `obj` (None = all) on `src`, undoably; how many there were."""
+    with runtime.read_session(state) as session:
+        gone = session.prompts(frame=src, obj=obj)
+    params = {"frame": src, "obj": obj}
+    try:
+        undo = [prompt_command(p) for p in gone]
+    except TamError:  # a kind of prompt Blender cannot send again: the clearing stays (no undo)
+        undo = []
+    runtime.submit(context, state, "clear_prompts", params)
+    runtime.record_edit(state, label, [("clear_prompts", params)], undo, sorted({(p.frame, p.obj) for p in gone}))
+    return len(gone)
 
 
 def sync_objects(state, objects) -> None:
     """Mirror the session's object table into ``scene.tam.objects``.
 
     Objects already listed keep the colour and visibility chosen in the panel; new ones
-    take the session's colour.
+    take the session's colour. Names are the session's (renames reach it through the worker).
     """
-    kept = {item.obj_id: (tuple(item.color), item.visible, item.name) for item in state.objects}
-    state.objects.clear()
-    for o in objects:
-        item = state.objects.add()
-        color, visible, name = kept.get(o.id, (tuple(o.color), True, o.name))
-        item.obj_id, item.name, item.color, item.visible = o.id, name, color, visible
+    kept = {item.obj_id: (tuple(item.color), item.visible) for item in state.objects}
+    SYNCING[0] = True
+    try:
+        state.objects.clear()
+        for o in objects:
+            item = state.objects.add()
+            color, visible = kept.get(o.id, (tuple(o.color), True))
+            item.obj_id, item.name, item.session_name, item.color, item.visible = o.id, o.name, o.name, color, visible
+    finally:
+        SYNCING[0] = False
     state.active_object = min(max(state.active_object, 0), max(len(state.objects) - 1, 0))
+
+
+def _resync(scene, _data=None) -> None:
+    """The worker changed the object table: list it again."""
+    sync_objects(scene.tam, runtime.session_objects(scene.tam))
+
+
+def rename_object(scene, item) -> None:
+    """The editor renamed `item` in the list: rename it in the session too (undoably)."""
+    state = scene.tam
+    old, new = item.session_name, item.name
+    if not state.session_path or not new or new == old:
+        return
+    obj = item.obj_id
+    try:
+        runtime.submit(None, state, "update_object", {"obj": obj, "name": new}, _resync)
+    except TamError as exc:
+        state.message = f"the session keeps the name {old!r}: {exc}"
+        return
+    item.session_name = new
+    runtime.record_edit(state, f"rename {old}", [("update_object", {"obj": obj, "name": new})],
+                        [("update_object", {"obj": obj, "name": old})])
+
+
+def prompt_kind(prompts) -> str:
+    """'box', 'clicks', 'mask' ... : what kind of keyframe a frame's prompts of one object make."""
+    kinds = {type(p).__name__.lower() for p in prompts}
+    if "box" in kinds:
+        return "box" if kinds == {"box"} else "box + clicks"
+    if kinds == {"click"}:
+        return "clicks"
+    return ", ".join(sorted(k.removesuffix("prompt") for k in kinds))
+
+
+def keyframe_rows(session, obj: int) -> list[tuple[int, str, int]]:
+    """(source frame, kind, prompt count) of the frames where object `obj` has prompts."""
+    by_frame: dict[int, list] = {}
+    for p in session.prompts(obj=obj):
+        by_frame.setdefault(p.frame, []).append(p)
+    return [(f, prompt_kind(ps), len(ps)) for f, ps in sorted(by_frame.items())]
 
 
 @bpy.app.handlers.persistent
 def on_load(*_args) -> None:
     """A .blend was loaded: stop a job meant for the previous file, then resync the objects."""
     runtime.file_loaded()
+    resync_objects()
+
+
+@bpy.app.handlers.persistent
+def on_undo(*_args) -> None:
+    """After undo/redo: take the session edits back (or again) as well, then list its objects."""
+    runtime.follow_undo()
     resync_objects()
 
 
@@ -270,11 +371,12 @@ def resync_objects(*_args) -> None:
         except TamError as exc:
             print(f"Track Anything: {exc}")
             continue
-        if [o.id for o in objects] != [item.obj_id for item in state.objects]:
+        listed = [(item.obj_id, item.session_name) for item in state.objects]
+        if [(o.id, o.name) for o in objects] != listed:
             sync_objects(state, objects)
 
 
-HANDLERS = (("undo_post", resync_objects), ("redo_post", resync_objects), ("load_post", on_load))
+HANDLERS = (("undo_post", on_undo), ("redo_post", on_undo), ("load_post", on_load))
 
 
 def add_handlers() -> None:
@@ -309,7 +411,7 @@ class _TamOperator:
 
     def finish_job(self, context) -> set[str]:
         """After `start_job`: in background mode the job is over, report how it ended."""
-        if bpy.app.background and runtime.RT.last_error:
+        if runtime.blocking() and runtime.RT.last_error:
             self.report({"ERROR"}, runtime.RT.last_error)
             return {"CANCELLED"}
         self.report({"INFO"}, context.scene.tam.message)
@@ -342,7 +444,7 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
         return True
 
     def run(self, context) -> set[str]:
-        from ..tam_blender_addon.session import FrameMapping, Session, SourceInfo
+        from ..tam_blender_addon.session import Session, SourceInfo
 
         scene = context.scene
         strip = find_strip(scene, self.strip) if self.strip else scene.sequence_editor.active_strip
@@ -354,8 +456,9 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
         path.parent.mkdir(parents=True, exist_ok=True)
         runtime.release_session()
         prefs = runtime.settings(context)
-        with Session.create(path, SourceInfo(**source), FrameMapping(**mapping), backend=backend.lower()) as session:
-            # processing settings from the preferences, for the engine to read with the session
+        with Session.create(path, SourceInfo(**source), FrameMapping.from_dict(mapping),
+                            backend=backend.lower()) as session:
+            # the tracker settings belong to the session from here on (the panel shows them)
             session.settings.update(max_resolution=prefs.max_resolution, mem_every=prefs.mem_every,
                                     max_memory_frames=prefs.max_memory_frames, half_precision=prefs.half_precision)
             session.save()
@@ -374,10 +477,11 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
         state.message = f"session for {strip.name}: {source['width']}x{source['height']}, {mapping['length']} frames"
         for w in warnings:
             self.report({"WARNING"}, w)
-        try:  # start the worker now, so the first click answers quickly
+        try:  # start the worker now (without waiting for it), so the first click answers quickly
             client = runtime.open_session(context, state)
             if not bpy.app.background:
-                client.request("embed", frame=state.scene_to_source(max(scene.frame_current, state.scene_start)))
+                frame = max(scene.frame_current, state.scene_start)
+                runtime.track_future(client.request("embed", frame=state.mapping.scene_to_source(frame)))
         except TamError as exc:
             self.report({"WARNING"}, f"the worker is not ready: {exc}")
         self.report({"INFO"}, state.message)
@@ -399,21 +503,28 @@ class TAM_OT_object_add(_TamOperator, bpy.types.Operator):
 
     def run(self, context) -> set[str]:
         state = _state(context)
+        edit = runtime.record_edit(state, "add object", [], [])
 
-        info = runtime.session_command(context, state, "add_object", name=self.name or None)
-        sync_objects(state, runtime.session_objects(state))
-        state.active_object = next(i for i, it in enumerate(state.objects) if it.obj_id == info["id"])
-        state.message = f"added {info['name']} (id {info['id']}): click on it in the preview"
+        def added(scene, info) -> None:
+            st = scene.tam
+            sync_objects(st, runtime.session_objects(st))
+            st.active_object = next(i for i, it in enumerate(st.objects) if it.obj_id == info["id"])
+            st.message = f"added {info['name']} (id {info['id']}): click on it in the preview"
+            edit.redo = [("add_object", {"name": info["name"], "color": info["color"], "obj_id": info["id"]})]
+            edit.undo = [("remove_object", {"obj": info["id"]})]
+
+        state.message = "adding an object…"
+        runtime.submit(context, state, "add_object", {"name": self.name or None}, added)
         self.report({"INFO"}, state.message)
         return {"FINISHED"}
 
 
 class TAM_OT_object_remove(_TamOperator, bpy.types.Operator):
-    """Remove an object, its clicks and its masks from the session"""
+    """Remove an object, its clicks and its masks from the session (cannot be undone)"""
 
     bl_idname = "tam.object_remove"
     bl_label = "Remove Object"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # its masks are gone for good: no undo step that could not bring them back
 
     object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = active)")
 
@@ -425,13 +536,15 @@ class TAM_OT_object_remove(_TamOperator, bpy.types.Operator):
         state = _state(context)
         obj = _object_id(state, self.object_id)
 
-        runtime.session_command(context, state, "remove_object", obj=obj)
-        sync_objects(state, runtime.session_objects(state))
-        for i in reversed(range(len(state.doubtful))):
-            if state.doubtful[i].obj_id == obj:
-                state.doubtful.remove(i)
-        runtime.redraw()
-        state.message = f"removed object {obj}"
+        def removed(scene, _data) -> None:
+            st = scene.tam
+            _resync(scene)
+            for i in reversed(range(len(st.doubtful))):
+                if st.doubtful[i].obj_id == obj:
+                    st.doubtful.remove(i)
+            st.message = f"removed object {obj}"
+
+        runtime.submit(context, state, "remove_object", {"obj": obj}, removed)
         return {"FINISHED"}
 
 
@@ -440,7 +553,7 @@ def _prompt_target(op, context) -> tuple:
     state = _state(context)
     obj = _object_id(state, op.object_id)
     frame = op.frame if op.properties.is_property_set("frame") else context.scene.frame_current
-    return state, obj, _source_frame(state, frame)
+    return state, obj, source_frame(state, frame)
 
 
 class TAM_OT_prompt_add(_TamOperator, bpy.types.Operator):
@@ -462,9 +575,8 @@ class TAM_OT_prompt_add(_TamOperator, bpy.types.Operator):
 
     def run(self, context) -> set[str]:
         state, obj, src = _prompt_target(self, context)
-        runtime.session_command(context, state, "add_click", frame=src, obj=obj, x=self.x, y=self.y,
-                                positive=self.positive)
-        state.message = segment_frame(context, state, src, obj)
+        params = {"frame": src, "obj": obj, "x": self.x, "y": self.y, "positive": self.positive}
+        send_prompt(context, state, "add_click", params, "click")
         self.report({"INFO"}, state.message)
         return {"FINISHED"}
 
@@ -491,8 +603,8 @@ class TAM_OT_box_add(_TamOperator, bpy.types.Operator):
         state, obj, src = _prompt_target(self, context)
         x0, x1 = sorted((self.x0, self.x1))
         y0, y1 = sorted((self.y0, self.y1))
-        runtime.session_command(context, state, "add_box", frame=src, obj=obj, x0=x0, y0=y0, x1=x1, y1=y1)
-        state.message = segment_frame(context, state, src, obj)
+        params = {"frame": src, "obj": obj, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
+        send_prompt(context, state, "add_box", params, "box")
         self.report({"INFO"}, state.message)
         return {"FINISHED"}
 
@@ -514,11 +626,51 @@ class TAM_OT_prompts_clear(_TamOperator, bpy.types.Operator):
     def run(self, context) -> set[str]:
         state = _state(context)
         frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
-        src = _source_frame(state, frame)
-        obj = self.object_id or None
-        runtime.session_command(context, state, "clear_prompts", frame=src, obj=obj)
+        n = clear_prompts(context, state, source_frame(state, frame), self.object_id or None, "clear clicks")
         runtime.redraw()
-        state.message = f"cleared the clicks on frame {frame}"
+        state.message = f"cleared {n} click{'s' if n != 1 else ''} on frame {frame}"
+        return {"FINISHED"}
+
+
+class TAM_OT_keyframe_delete(_TamOperator, bpy.types.Operator):
+    """Delete this keyframe of the object (its clicks or box); Track then fills the frame in"""
+
+    bl_idname = "tam.keyframe_delete"
+    bl_label = "Delete Keyframe"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = active)")
+    frame: IntProperty(name="Frame", description="Scene frame of the keyframe")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _has_session(cls, context)
+
+    def run(self, context) -> set[str]:
+        state = _state(context)
+        obj = _object_id(state, self.object_id)
+        if not clear_prompts(context, state, source_frame(state, self.frame), obj, "delete keyframe"):
+            raise InputError(f"object {obj} has no keyframe on frame {self.frame}")
+        state.message = f"deleted the keyframe of object {obj} on frame {self.frame}"
+        return {"FINISHED"}
+
+
+class TAM_OT_keyframe_jump(bpy.types.Operator):
+    """Go to this keyframe and make its object the active one"""
+
+    bl_idname = "tam.keyframe_jump"
+    bl_label = "Jump to Keyframe"
+    bl_options = {"REGISTER"}
+
+    object_id: IntProperty(name="Object", default=0, min=0, max=255)
+    frame: IntProperty(name="Frame", description="Scene frame")
+
+    def execute(self, context) -> set[str]:
+        state = context.scene.tam
+        context.scene.frame_set(self.frame)
+        item = state.object_by_id(self.object_id)
+        if item is not None:
+            state.active_object = list(state.objects).index(item)
         return {"FINISHED"}
 
 
@@ -532,7 +684,12 @@ def _doubtful_frames(scene, frames: range | None = None, threshold: float = 0.5,
     worst = sorted(found)[:limit]  # the least sure first, then shown in time order
     for conf, f, obj in sorted(worst, key=lambda t: (t[1], t[2])):
         item = state.doubtful.add()
-        item.frame, item.obj_id, item.confidence = state.source_to_scene(f), int(obj), float(conf)
+        item.frame, item.obj_id, item.confidence = state.mapping.source_to_scene(f), int(obj), float(conf)
+
+
+def _doubtful_note(scene) -> str:
+    n = len(scene.tam.doubtful)
+    return f"; {n} doubtful frame{'s' if n != 1 else ''} to check" if n else ""
 
 
 class TAM_OT_track(_TamOperator, bpy.types.Operator):
@@ -540,7 +697,7 @@ class TAM_OT_track(_TamOperator, bpy.types.Operator):
 
     bl_idname = "tam.track"
     bl_label = "Track"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER"}  # the masks live in the session; the undo step would be empty
 
     direction: EnumProperty(name="Direction", items=DIRECTION_ITEMS, default="BOTH")
     frame_start: IntProperty(name="Start", description="First scene frame (default: the strip's first)")
@@ -548,7 +705,7 @@ class TAM_OT_track(_TamOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context) -> bool:
-        return _has_session(cls, context) and len(context.scene.tam.objects) > 0
+        return _idle_session(cls, context)
 
     def run(self, context) -> set[str]:
         state = _state(context)
@@ -557,16 +714,38 @@ class TAM_OT_track(_TamOperator, bpy.types.Operator):
         end = self.frame_end if self.properties.is_property_set("frame_end") else last
         if start > end:
             raise InputError(f"the start frame {start} is after the end frame {end}")
-        src0, src1 = _source_frame(state, max(start, first)), _source_frame(state, min(end, last))
+        src0, src1 = source_frame(state, max(start, first)), source_frame(state, min(end, last))
 
-        def done(scene, result):
+        def done(scene, result) -> str:
             _doubtful_frames(scene, range(src0, src1 + 1))
-            n = len(scene.tam.doubtful)
-            extra = f"; {n} doubtful frame{'s' if n != 1 else ''} to check" if n else ""
-            return f"tracked {result.get('done', 0)} frames in {result.get('seconds', 0):.1f} s{extra}"
+            return f"tracked {result.get('done', 0)} frames in {result.get('seconds', 0):.1f} s{_doubtful_note(scene)}"
 
-        runtime.start_job(context.scene, "track", {"start": src0, "end": src1, "direction": self.direction.lower()},
-                          "Tracking", done)
+        step = runtime.Step("track", {"start": src0, "end": src1, "direction": self.direction.lower()}, done)
+        runtime.start_job(context.scene, "Tracking", [step], undo=False)
+        return self.finish_job(context)
+
+
+class TAM_OT_refine(_TamOperator, bpy.types.Operator):
+    """Refine the doubtful frames: SAM re-segments the tracker's unsure masks from derived clicks"""
+
+    bl_idname = "tam.refine"
+    bl_label = "Refine Doubtful Frames"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _idle_session(cls, context)
+
+    def run(self, context) -> set[str]:
+        state = _state(context)
+        frames = sorted({state.mapping.scene_to_source(d.frame) for d in state.doubtful}) or None
+
+        def done(scene, result) -> str:
+            _doubtful_frames(scene)
+            n = int(result.get("done", 0))
+            return f"refined {n} frame{'s' if n != 1 else ''}{_doubtful_note(scene)}"
+
+        runtime.start_job(context.scene, "Refining", [runtime.Step("refine", {"frames": frames}, done)], undo=False)
         return self.finish_job(context)
 
 
@@ -617,7 +796,10 @@ CLASSES = (
     TAM_OT_prompt_add,
     TAM_OT_box_add,
     TAM_OT_prompts_clear,
+    TAM_OT_keyframe_delete,
+    TAM_OT_keyframe_jump,
     TAM_OT_track,
+    TAM_OT_refine,
     TAM_OT_cancel,
     TAM_OT_frame_jump,
 )

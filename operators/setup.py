@@ -32,7 +32,7 @@ WORKER_REQUIREMENTS = (
     "imageio-ffmpeg>=0.5",
     "einops>=0.7",
 )
-# the checkpoints each backend needs (names of models/weights.py)
+# the checkpoints each backend needs (names the worker's `weights list` uses)
 NEURAL_CHECKPOINTS = ("sam_{sam}", "xmem", "e2fgvi_hq")
 CHECKPOINT_LABELS = {"sam": "SAM", "xmem": "XMem", "e2fgvi_hq": "E2FGVI-HQ"}
 
@@ -144,13 +144,44 @@ def cancel_all() -> bool:
 
 def checkpoint_status(s: runtime.Settings) -> tuple[list[str], list[str]]:
     """(installed, missing) checkpoint names of the neural backend in the checkpoint folder."""
-    from ..models.weights import path as checkpoint_path
-
+    states = checkpoint_states_from_worker_cli(runtime.worker_python(s), s.checkpoint_dir)
     installed, missing = [], []
     for name in NEURAL_CHECKPOINTS:
         name = name.format(sam=s.sam_model)
-        (installed if checkpoint_path(name, s.checkpoint_dir).is_file() else missing).append(name)
+        (installed if states.get(name) == "installed" else missing).append(name)
     return installed, missing
+
+
+_checkpoint_cache: dict[tuple, dict[str, str]] = {}
+
+
+def checkpoint_states_from_worker_cli(python: str, folder: str) -> dict[str, str]:
+    """{checkpoint: 'installed' | 'missing'} as the worker's Python reports it.
+
+    Interim, and the one place that asks: until the worker answers a weights-state
+    command, this runs ``launch.py cli weights list`` with the worker's interpreter
+    (0.2 s; cached until the folder changes), so Blender never imports ``models``.
+    """
+    try:
+        stamp = os.stat(folder).st_mtime_ns if folder else 0
+    except OSError:
+        stamp = -1
+    key = (python, folder, stamp)
+    if key not in _checkpoint_cache:
+        cmd = [python, str(LAUNCH), "cli", "weights", "list", *(["--dir", folder] if folder else [])]
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        states = {}
+        for line in out.splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[-1] in ("installed", "missing"):
+                states[words[0]] = words[-1]
+        _checkpoint_cache.clear()
+        _checkpoint_cache[key] = states
+    return _checkpoint_cache[key]
 
 
 def _label(name: str) -> str:
@@ -167,7 +198,7 @@ def status_line(s: runtime.Settings) -> str:
     if missing:
         what = ", ".join(_label(m) for m in missing)
         plural = "s" if len(missing) > 1 else ""
-        parts.append(f"Neural: {what} checkpoint{plural} missing — click Download")
+        parts.append(f"Neural: {what} checkpoint{plural} missing — click Download.")
     else:
         parts.append("Neural: ready.")
     if runtime.RT.client is not None and runtime.RT.client.alive:

@@ -1,21 +1,25 @@
-"""The client side of the worker: spawn it, send requests, poll events (stdlib only).
+"""The client side of the worker: spawn it, send requests, resolve their futures (stdlib only).
 
-Used inside Blender (polled from a ``bpy.app.timers`` callback, so `poll` never blocks)
-and by the CLI (which simply uses the blocking `call`). The worker is a separate Python
-with torch, started with `subprocess.Popen` as ``PYTHON <root>/tam_blender_addon/launch.py
+Every request is a `Future` returned at once by `WorkerClient.request`. The worker's
+events are read by a thread into a queue; `WorkerClient.pump` (called from a
+``bpy.app.timers`` callback inside Blender, directly by tests and background scripts)
+takes them off the queue and resolves the futures, so their callbacks run on the thread
+that pumps - Blender's main thread. `Future.result` pumps until its answer is in (the
+CLI's and background mode's blocking `call`). The worker is a separate Python with
+torch, started with `subprocess.Popen` as ``PYTHON <root>/tam_blender_addon/launch.py
 worker --events-fd N`` (Windows: ``--events-handle H``).
 
-Threads: one reads the events pipe into a queue (or into the waiting `call`), one drains
-the worker's stderr (which also receives its stdout) into the log file, keeping the last
-lines for error messages. End-of-file on the events pipe means the worker has ended: an
-``exited`` event carries its return code and last output, and every pending `call`
-raises TamError.
+Threads: one reads the events pipe into the queue, one drains the worker's stderr (which
+also receives its stdout) into the log file, keeping the last lines for error messages.
+End-of-file on the events pipe means the worker has ended: an ``exited`` event carries
+its return code and last output, and every pending future fails with TamError.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import os
 import queue
 import subprocess
@@ -38,12 +42,14 @@ from .protocol import (
     encode_request,
 )
 
-__all__ = ["Event", "WorkerClient", "check_hello", "error_from_event"]
+__all__ = ["Event", "Future", "WorkerClient", "check_hello", "error_from_event"]
 
+LOG = logging.getLogger(__name__)
 LAUNCH = Path(__file__).resolve().with_name("launch.py")
 STDERR_TAIL_LINES = 200
 STDERR_LINE_LIMIT = 8192  # longer stderr lines are cut (bounded memory)
 _EXITED = "exited"
+_PUMP_SLICE_S = 0.05  # how often a blocked `result` looks whether another thread resolved it
 # Interpreter settings of the parent (Blender's Python) that would break another Python.
 _DROP_ENV = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE")
 
@@ -74,6 +80,104 @@ def check_hello(info: dict[str, Any], python: str = "") -> None:
         )
 
 
+class Future:
+    """The answer to one request: resolved by `WorkerClient.pump`, callbacks run on the pumping thread.
+
+    `add_event_callback` receives the request's progress/warning/log events, `add_done_callback`
+    the future itself once its result or error is in. `result` blocks (pumping) until then.
+    """
+
+    def __init__(self, client: WorkerClient, req: int, cmd: str) -> None:
+        self.client = client
+        self.req = req
+        self.cmd = cmd
+        self._data: dict[str, Any] | None = None
+        self._error: TamError | None = None
+        self._done = threading.Event()
+        self._done_callbacks: list[Callable[[Future], None]] = []
+        self._event_callbacks: list[Callable[[Event], None]] = []
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.done() else ("error" if self._error else "done")
+        return f"<Future {self.cmd} #{self.req} {state}>"
+
+    def done(self) -> bool:
+        """True once the result or the error is in."""
+        return self._done.is_set()
+
+    def add_done_callback(self, fn: Callable[[Future], None]) -> Future:
+        """Call `fn(self)` when resolved (at once, here, if it already is); returns self."""
+        if self.done():
+            fn(self)
+        else:
+            self._done_callbacks.append(fn)
+        return self
+
+    def add_event_callback(self, fn: Callable[[Event], None]) -> Future:
+        """Call `fn(event)` for each progress/warning/log event of this request; returns self."""
+        self._event_callbacks.append(fn)
+        return self
+
+    def exception(self) -> TamError | None:
+        """The error the request ended with (None while pending or on success)."""
+        return self._error
+
+    def result(self, timeout: float | None = None) -> dict[str, Any]:
+        """The result data, pumping the client until it is in; TamError (the worker's) on failure.
+
+        After `timeout` seconds without an answer: TamError, and the request is let go (a
+        job keeps running in the worker: `cancel` it; its later events go to `poll`).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self.client._forget(self)
+                raise TamError(f"the worker did not answer {self.cmd} within {timeout:g} s")
+            self.client._pump_once(_PUMP_SLICE_S if left is None else min(left, _PUMP_SLICE_S))
+        if self._error is not None:
+            raise self._error
+        assert self._data is not None
+        return self._data
+
+    def cancel(self) -> None:
+        """Ask the worker to stop this request's job between frames (a short request just runs)."""
+        self.client.cancel(self.req)
+
+    def _event(self, event: Event) -> bool:
+        """Apply one event of this request; True once it resolved the future."""
+        if event.kind == "result":
+            self._resolve(event.data, None)
+            return True
+        if event.kind == "error":
+            self._resolve(None, error_from_event(event))
+            return True
+        if event.kind == _EXITED:
+            self._resolve(None, TamError(self.client._exit_message()))
+            return True
+        for fn in list(self._event_callbacks):
+            self._run(fn, event)
+        if not self._event_callbacks and event.kind != "progress":
+            self.client._unclaimed.append(event)  # warnings and logs stay visible to poll()
+        return False
+
+    def _resolve(self, data: dict[str, Any] | None, error: TamError | None) -> None:
+        if self.done():
+            return
+        self._data, self._error = data, error
+        self._done.set()
+        callbacks, self._done_callbacks = self._done_callbacks, []
+        for fn in callbacks:
+            self._run(fn, self)
+
+    def _run(self, fn: Callable[[Any], None], arg: Any) -> None:
+        """Run one callback; its failure is logged and never stops the pump or the other callbacks."""
+        try:
+            fn(arg)
+        except Exception:  # noqa: BLE001 - one bad follow-up must not lose the other answers
+            LOG.exception("a callback of %r failed", self)
+
+
 class WorkerClient:
     """One worker process and the conversation with it."""
 
@@ -100,7 +204,8 @@ class WorkerClient:
         self._send_lock = threading.Lock()
         self._route_lock = threading.Lock()
         self._queue: queue.Queue[Event] = queue.Queue()
-        self._waiters: dict[int, queue.Queue[Event]] = {}
+        self._pending: dict[int, Future] = {}
+        self._unclaimed: collections.deque[Event] = collections.deque()
         self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._threads: list[threading.Thread] = []
         self._exited: Event | None = None
@@ -181,7 +286,7 @@ class WorkerClient:
         self._stopping = True
         if proc.poll() is None:
             try:
-                self.request("shutdown")
+                self.send("shutdown")
             except TamError:
                 pass
             try:
@@ -238,8 +343,23 @@ class WorkerClient:
         return list(self._tail)[-lines:]
 
     # ---------------------------------------------------------------- requests
-    def request(self, cmd: str, **params: Any) -> int:
-        """Send `cmd`; its id. Does not wait (events arrive through `poll`)."""
+    def request(self, cmd: str, **params: Any) -> Future:
+        """Send `cmd`; its Future, at once (resolved by `pump`, or by waiting on `Future.result`)."""
+        req = next(self._ids)
+        future = Future(self, req, cmd)
+        with self._route_lock:
+            if self._exited is not None:
+                raise TamError(self._exit_message())
+            self._pending[req] = future
+        try:
+            self._send(req, cmd, params)
+        except TamError:
+            self._forget(future)
+            raise
+        return future
+
+    def send(self, cmd: str, **params: Any) -> int:
+        """Send `cmd` without a future; its id (its events are left for `poll`)."""
         return self._send(next(self._ids), cmd, params)
 
     def _send(self, req: int, cmd: str, params: dict[str, Any]) -> int:
@@ -262,30 +382,67 @@ class WorkerClient:
                 raise TamError(self._exit_message()) from None
         return req
 
-    def send_raw(self, data: bytes) -> None:
-        """Write bytes to the worker's stdin as they are (protocol tests and diagnostics)."""
-        proc = self._proc
-        if proc is None or proc.stdin is None:
-            raise TamError("the worker is not started")
-        with self._send_lock:
-            proc.stdin.write(data)
-            proc.stdin.flush()
+    def _forget(self, future: Future) -> None:
+        """Stop routing events to `future` (its later events go to `poll`)."""
+        with self._route_lock:
+            if self._pending.get(future.req) is future:
+                del self._pending[future.req]
 
-    def poll(self) -> list[Event]:
-        """Every event that has arrived and is not claimed by a `call`; never blocks."""
-        out: list[Event] = []
+    @property
+    def pending(self) -> int:
+        """How many futures still wait for their answer."""
+        return len(self._pending)
+
+    def _dispatch(self, event: Event) -> None:
+        """Resolve the future `event` belongs to, or keep it for `poll`."""
+        if event.kind == _EXITED:
+            with self._route_lock:
+                futures, self._pending = list(self._pending.values()), {}
+            for future in futures:
+                future._event(event)
+            self._unclaimed.append(event)
+            return
+        future = self._pending.get(event.req) if event.req is not None else None
+        if future is None:
+            self._unclaimed.append(event)
+        elif future._event(event):
+            self._forget(future)
+
+    def _pump_once(self, timeout: float) -> None:
+        """Wait up to `timeout` s for one event and dispatch it."""
+        try:
+            event = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return
+        self._dispatch(event)
+
+    def pump(self) -> list[Event]:
+        """Dispatch every event that has arrived (running the futures' callbacks here); never blocks.
+
+        Returns the events no future claimed: ``exited``, warnings without a request,
+        events of requests sent with `send` or given up on.
+        """
         while True:
             try:
-                out.append(self._queue.get_nowait())
+                event = self._queue.get_nowait()
             except queue.Empty:
-                return out
+                break
+            self._dispatch(event)
+        out = list(self._unclaimed)
+        self._unclaimed.clear()
+        return out
+
+    poll = pump  # the name the long-job code and tests know
 
     def wait_event(self, timeout: float | None = None) -> Event | None:
-        """The next unclaimed event, waiting up to `timeout` seconds (None if none came)."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        """The next unclaimed event, pumping up to `timeout` seconds (None if none came)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._unclaimed:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            self._pump_once(_PUMP_SLICE_S if left is None else min(left, _PUMP_SLICE_S))
+        return self._unclaimed.popleft()
 
     def call(
         self,
@@ -294,53 +451,26 @@ class WorkerClient:
         on_event: Callable[[Event], None] | None = None,
         **params: Any,
     ) -> dict[str, Any]:
-        """Send `cmd` and wait for its result; progress/warnings go to `on_event`
-        (without one, warnings and logs are left for `poll`).
+        """Send `cmd` and wait for its result (`request(...).result(timeout)`); progress and
+        warnings go to `on_event` (without one, warnings and logs are left for `poll`).
 
         Raises TamError (the subclass the worker named) on an error event, when the
-        worker exits, or after `timeout` seconds without an answer (a job then keeps
-        running in the worker: `cancel` it; its later events go to `poll`).
+        worker exits, or after `timeout` seconds without an answer.
         """
-        req = next(self._ids)
-        box: queue.Queue[Event] = queue.Queue()
-        with self._route_lock:
-            if self._exited is not None:
-                raise TamError(self._exit_message())
-            self._waiters[req] = box
-        try:
-            self._send(req, cmd, params)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    event = box.get(timeout=left)
-                except queue.Empty:
-                    raise TamError(f"the worker did not answer {cmd} within {timeout:g} s") from None
-                if event.kind == _EXITED:
-                    raise TamError(self._exit_message())
-                if event.kind == "result":
-                    return event.data
-                if event.kind == "error":
-                    raise error_from_event(event)
-                if on_event is not None:
-                    on_event(event)
-                elif event.kind != "progress":  # warnings and logs stay visible to poll()
-                    self._queue.put(event)
-        finally:
-            with self._route_lock:
-                self._waiters.pop(req, None)
+        future = self.request(cmd, **params)
+        if on_event is not None:
+            future.add_event_callback(on_event)
+        return future.result(timeout)
 
     def cancel(self, req_id: int | None = None) -> None:
         """Ask the running job (or job `req_id`) to stop between frames; does not wait."""
         params = {} if req_id is None else {"req": req_id}
         if self.alive:
-            self.request("cancel", **params)
+            self.send("cancel", **params)
 
     # ---------------------------------------------------------------- readers
     def _route(self, event: Event) -> None:
-        with self._route_lock:
-            box = self._waiters.get(event.req) if event.req is not None else None
-            (box or self._queue).put(event)
+        self._queue.put(event)
 
     def _read_events(self) -> None:
         """Events pipe -> queue/waiters until end-of-file, then the `exited` event."""
@@ -394,9 +524,7 @@ class WorkerClient:
         data = {"returncode": code, "expected": expected, "output_tail": self.output_tail(20)}
         with self._route_lock:
             self._exited = Event(_EXITED, None, data)
-            for box in self._waiters.values():
-                box.put(self._exited)
-            self._queue.put(self._exited)
+        self._queue.put(self._exited)
 
     def _exit_message(self) -> str:
         code = self.returncode

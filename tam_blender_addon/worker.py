@@ -13,7 +13,8 @@ Commands (params; ``?`` = optional) and their result data:
   backend?, device?, weights?, weights_dir?, sam_model?, refine?, half?, log?}`` and
   ``open_session{path, backend?, ...same engine options..., log?}`` -> path, backend,
   backend_label, synthetic, source{...}, objects, mask_frames; ``close_session``;
-  ``add_object{name?, color?, obj_id?}``, ``remove_object{obj}``, ``add_click{frame, obj,
+  ``add_object{name?, color?, obj_id?}``, ``remove_object{obj}``, ``update_object{obj, name?,
+  color?}``, ``add_click{frame, obj,
   x, y, positive?}``, ``add_box{frame, obj, x0, y0, x1, y1}``, ``clear_prompts{frame,
   obj?}``, ``undo_prompt{frame, obj?}``; ``embed{frame}``; ``segment{frame, obj?}`` ->
   frame, obj_ids, confidence, areas, kind (the mask itself is in the session);
@@ -208,6 +209,7 @@ PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
     "close_session": {},
     "add_object": {"name": (_OPT_STR, False), "color": (_OPT_RGB, False), "obj_id": (_OPT_INT, False)},
     "remove_object": {"obj": (_INT, True)},
+    "update_object": {"obj": (_INT, True), "name": (_OPT_STR, False), "color": (_OPT_RGB, False)},
     "add_click": {"frame": (_INT, True), "obj": (_INT, True), "x": (_NUM, True), "y": (_NUM, True),
                   "positive": (_BOOL, False)},
     "add_box": {"frame": (_INT, True), "obj": (_INT, True), "x0": (_NUM, True), "y0": (_NUM, True),
@@ -257,6 +259,13 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def _test_delay(cmd: str) -> None:
+    """Tests only: sleep ``$TAM_TEST_DELAY_<CMD>`` seconds, a slow real worker (no mock)."""
+    delay = os.environ.get(f"TAM_TEST_DELAY_{cmd.upper()}")
+    if delay:
+        time.sleep(float(delay))
 
 
 # --------------------------------------------------------------------------- worker
@@ -533,6 +542,12 @@ class Worker:
         self._writable_session("remove_object").remove_object(obj)
         return {"removed": obj}
 
+    def cmd_update_object(self, rid: int, /, obj: int, name: str | None = None,
+                          color: list[float] | None = None) -> dict[str, Any]:
+        """Rename and/or recolour an object (the panel's edits reach the session)."""
+        info = self._writable_session("update_object").update_object(obj, name, color)
+        return {"id": info.id, "name": info.name, "color": list(info.color)}
+
     def cmd_add_click(self, rid: int, /, frame: int, obj: int, x: float, y: float,
                       positive: bool = True) -> dict[str, Any]:
         """Record a click (positive or negative) on a source frame."""
@@ -569,6 +584,7 @@ class Worker:
         self._refuse_if_busy("segment")
         engine = self._need_engine("segment")
         t0 = time.monotonic()
+        _test_delay("segment")
         rec = engine.segment(frame, obj)
         areas = {int(o): int((rec.labels == o).sum()) for o in rec.obj_ids}
         return {"frame": int(rec.frame), "obj_ids": [int(o) for o in rec.obj_ids],

@@ -68,7 +68,7 @@ def _mask_ious(bpy, scene, session_cls, folder: Path) -> dict[int, float]:
     images = _render_frames(bpy, rs, first, last, folder)
     bpy.data.scenes.remove(rs)
     with session_cls.open(bpy.path.abspath(st.session_path), writable=False) as s:
-        return {f: _iou(images[f][..., 0] > 0.5, s.object_mask(st.scene_to_source(f), 1))
+        return {f: _iou(images[f][..., 0] > 0.5, s.object_mask(st.mapping.scene_to_source(f), 1))
                 for f in range(first, last + 1)}
 
 
@@ -137,7 +137,7 @@ def run(cfg: dict, summary: dict) -> None:
     assert comp.use_nodes and not comp.render.use_sequencer
     comp_imgs = _render_frames(bpy, comp, first, last, tmp / "comp")
     with session_cls.open(bpy.path.abspath(st.session_path), writable=False) as s:
-        summary["compositor_iou"] = {f: _iou(comp_imgs[f][..., 3] > 0.5, s.object_mask(st.scene_to_source(f), 1))
+        summary["compositor_iou"] = {f: _iou(comp_imgs[f][..., 3] > 0.5, s.object_mask(st.mapping.scene_to_source(f), 1))
                                      for f in range(first, last + 1)}
     mattes = [s for s in _strips(sc) if s.name.startswith("clip matte")]
     summary["matte_strips"] = [[s.type, len(s.elements), s.frame_final_start, s.frame_final_end] for s in mattes]

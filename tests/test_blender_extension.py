@@ -226,7 +226,7 @@ def test_written_mask_renders_like_the_session_mattes(scene, clip, tmp_path):
     ious, comp_ious = {}, {}
     with _open_session(scene) as s:
         for f in range(first, last + 1):
-            matte = s.object_mask(st.scene_to_source(f), 1)
+            matte = s.object_mask(st.mapping.scene_to_source(f), 1)
             ious[f] = iou(mask_imgs[f][..., 2] > 127, matte)
             comp_ious[f] = iou(comp_imgs[f][..., 3] > 127, matte)
     print("mask render IoU per frame:", {f: round(v, 4) for f, v in ious.items()})

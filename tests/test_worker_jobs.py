@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from worker_raw import send_raw  # beside the tests (conftest)
 
 from track_anything.tam_blender_addon.client import WorkerClient
 from track_anything.tam_blender_addon.errors import Cancelled, TamError
@@ -125,7 +126,7 @@ def test_cancel_mid_track_stops_between_frames_and_keeps_them(worker, clip, tmp_
 
 def test_one_long_job_at_a_time_and_no_segment_while_it_runs(worker, clip, tmp_path):
     _prepare(worker, clip, tmp_path / "s")
-    req = worker.request("track", direction="forward")
+    req = worker.send("track", direction="forward")
     _wait_for(worker, lambda e: e.req == req and e.kind == "progress")
     with pytest.raises(TamError, match=rf"busy: track \(request {req}\) is still running"):
         worker.call("export", format="png", out=str(tmp_path / "png"), timeout=30)
@@ -193,7 +194,7 @@ def test_cancel_stops_a_job_whose_engine_step_does_not_poll_should_stop(worker, 
     _prepare(worker, clip, tmp_path / "s")
     out = tmp_path / "png"
     first = 900
-    worker.send_raw(
+    send_raw(worker,
         f'{{"v":1,"id":{first},"cmd":"export","params":{{"format":"png","out":"{out}"}}}}\n'
         f'{{"v":1,"id":{first + 1},"cmd":"cancel"}}\n'.encode()
     )
@@ -218,7 +219,7 @@ def test_shutdown_during_a_job_stops_it_between_frames_and_exits_cleanly(clip, t
     client = WorkerClient()
     client.start(timeout=120)
     _prepare(client, clip, tmp_path / "s")
-    req = client.request("track", direction="forward")
+    req = client.send("track", direction="forward")
     _wait_for(client, lambda e: e.req == req and e.kind == "progress" and e.data["done"] >= 5)
     client.shutdown(timeout=60)
     events = client.poll()

@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from worker_raw import send_raw  # beside the tests (conftest)
 
 from track_anything.tam_blender_addon.client import WorkerClient
 from track_anything.tam_blender_addon.errors import SessionError, TamError
@@ -80,7 +81,7 @@ def test_hello_reports_protocol_versions_python_torch_and_devices(worker):
     ],
 )
 def test_bad_requests_get_an_error_event_and_the_worker_keeps_answering(worker, raw, req, match):
-    worker.send_raw(raw)
+    send_raw(worker, raw)
     (ev,) = _error_events(worker)
     assert ev.req == req
     assert ev.data["error"] == "ProtocolError"
@@ -90,7 +91,7 @@ def test_bad_requests_get_an_error_event_and_the_worker_keeps_answering(worker, 
 
 def test_oversized_request_is_refused_whole_and_the_next_one_is_read(worker):
     big = b'{"v":1,"id":600,"cmd":"hello","params":{"pad":"' + b"x" * (MAX_MESSAGE_BYTES + 10) + b'"}}\n'
-    worker.send_raw(big + b'{"v":1,"id":601,"cmd":"cancel"}\n')
+    send_raw(worker, big + b'{"v":1,"id":601,"cmd":"cancel"}\n')
     (ev,) = _error_events(worker)
     assert "too large" in ev.data["message"] and ev.req is None
     nxt = worker.wait_event(timeout=20)
@@ -147,7 +148,7 @@ def test_noise_printed_before_the_worker_starts_is_harmless(tmp_path):
 def test_truncated_last_request_is_reported_and_the_worker_exits_cleanly():
     client = WorkerClient()
     client.start(timeout=120)
-    client.send_raw(b'{"v":1,"id":9,"cmd":"hello"')  # no newline, then the pipe closes
+    send_raw(client, b'{"v":1,"id":9,"cmd":"hello"')  # no newline, then the pipe closes
     client._proc.stdin.close()
     events = []
     deadline = time.monotonic() + 30

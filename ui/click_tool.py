@@ -16,9 +16,10 @@ DRAG_PX = 6  # a press and release further apart than this is a box
 
 
 def _prompt(op, **props) -> None:
-    """Run a prompt operator; its error is already reported, so the tool stays active."""
+    """Run a prompt operator as its own undo step (it returns at once: the mask arrives
+    later); its error is already reported, so the tool stays active."""
     try:
-        op(**props)
+        op("EXEC_DEFAULT", True, **props)
     except RuntimeError:
         pass
 

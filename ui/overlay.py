@@ -12,7 +12,7 @@ import os
 import bpy
 import numpy as np
 
-from ..operators.session_ops import find_strip, source_index_zero_frame
+from ..operators.session_ops import find_strip, strip_mapping
 from .click_map import placement_from_strip, source_to_view
 
 MAX_TEXTURE_SIDE = 640  # the overlay is a preview: masks are shown at most this large
@@ -35,13 +35,21 @@ def _session(path: str):
 
 
 def overlay_rgba(labels: np.ndarray, colors: dict[int, tuple[float, float, float]],
-                 max_side: int = MAX_TEXTURE_SIDE, alpha: float = ALPHA) -> np.ndarray:
-    """Float RGBA (h, w, 4), rows bottom-up, of the visible objects' masks in their colours."""
+                 max_side: int = MAX_TEXTURE_SIDE, alpha: float = ALPHA, outline: bool = False) -> np.ndarray:
+    """Float RGBA (h, w, 4), rows bottom-up, of the visible objects' masks in their colours
+    (with `outline`, only the pixels on each mask's edge)."""
     step = max(1, int(np.ceil(max(labels.shape) / max_side)))
     lab = labels[::step, ::step]
     rgba = np.zeros(lab.shape + (4,), np.float32)
     for obj, color in colors.items():
         m = lab == obj
+        if outline:
+            inner = m.copy()
+            inner[1:, :] &= m[:-1, :]
+            inner[:-1, :] &= m[1:, :]
+            inner[:, 1:] &= m[:, :-1]
+            inner[:, :-1] &= m[:, 1:]
+            m &= ~inner
         rgba[m, :3] = color
         rgba[m, 3] = alpha
     return np.ascontiguousarray(rgba[::-1])
@@ -57,14 +65,15 @@ def _texture(state, path: str, src: int):
         stamp = os.stat(mask_file).st_mtime_ns
     except OSError:
         return None
-    colors = {o.obj_id: tuple(o.color) for o in state.objects if o.visible}
-    key = (path, src, stamp, tuple(sorted(colors.items())))
+    colors = state.overlay_colors()
+    look = (round(state.overlay_opacity, 3), state.overlay_outline)
+    key = (path, src, stamp, tuple(sorted(colors.items())), look)
     if _cache["key"] == key:
         return _cache["texture"]
     rec = session.read_mask(src)
     texture = None
     if rec is not None and colors:
-        rgba = overlay_rgba(rec.labels, colors)
+        rgba = overlay_rgba(rec.labels, colors, alpha=look[0], outline=look[1])
         h, w = rgba.shape[:2]
         buf = gpu.types.Buffer("FLOAT", w * h * 4, rgba.ravel())
         texture = gpu.types.GPUTexture((w, h), format="RGBA16F", data=buf)
@@ -87,7 +96,7 @@ def draw() -> None:
     from gpu_extras.batch import batch_for_shader
 
     path = bpy.path.abspath(state.session_path)
-    src = frame - source_index_zero_frame(strip)  # follows the strip if it was moved
+    src = strip_mapping(strip).scene_to_source(frame)  # follows the strip if it was moved
     place = placement_from_strip(strip, scene, state.source_width, state.source_height)
     try:
         texture = _texture(state, path, src)
@@ -104,7 +113,7 @@ def draw() -> None:
         shader.uniform_sampler("image", texture)
         batch.draw(shader)
     session = _session(path)
-    visible = {o.obj_id for o in state.objects if o.visible}
+    visible = set(state.overlay_colors())
     pos, neg, boxes = [], [], []
     for p in session.prompts(frame=src):
         if p.obj not in visible:
