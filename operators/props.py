@@ -31,7 +31,7 @@ def _redraw_overlay(self, context) -> None:
     """Visibility or colour changed: redraw the sequencer so the overlay follows."""
     screen = getattr(context, "screen", None)
     for area in getattr(screen, "areas", []):
-        if area.type == "SEQUENCE_EDITOR":
+        if area.type in ("SEQUENCE_EDITOR", "CLIP_EDITOR"):
             area.tag_redraw()
 
 
@@ -60,6 +60,7 @@ class TAM_PG_state(bpy.types.PropertyGroup):
     session_path: StringProperty(name="Session", subtype="DIR_PATH", options=BLEND_RELATIVE,
                                  description="Session folder on disk")
     strip_name: StringProperty(name="Strip", description="The strip the session tracks")
+    clip_name: StringProperty(name="Movie Clip", description="The movie clip the session tracks ('' for a strip)")
     backend: EnumProperty(name="Backend", items=BACKEND_ITEMS, default="CLASSIC")
     source_width: IntProperty(name="Width", min=0)
     source_height: IntProperty(name="Height", min=0)

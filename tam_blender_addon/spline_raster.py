@@ -7,8 +7,11 @@ its control polygon, so the polyline stays within a few hundredths of a pixel of
 curve), not just the control points. Filling follows the layer's rule: with
 ``use_fill_holes`` every spline of the layer is filled together even-odd (an inner
 spline cuts a hole), otherwise each spline is filled on its own and the fills are
-united. A pixel is inside when its centre is (the rule Blender's renderer and
-`matte_shapes.rasterize` share). Feather is ignored: the keyframe is the hard shape.
+united. A pixel is inside when its centre is, or when it lies within half of the
+anti-aliased rim Blender's renderer draws around every outline (`rim_pixels`), so the
+matte is what Blender shows for the splines: a spline written from a matte by
+`matte_shapes` rasterises back to that matte. Feather is ignored: the keyframe is the
+hard shape.
 
 Mask space (Blender's): origin bottom-left, y up, the longer frame side spans 0..1 and
 the shorter one is centred. Pixel space: origin top-left, y down, pixel (i, j) covers
@@ -141,15 +144,56 @@ def fill_even_odd(rings: Sequence[np.ndarray], width: int, height: int) -> np.nd
     return np.cumsum(diff, axis=1)[:, :width] > 0
 
 
-def rasterize_layer(splines: Sequence[BezierSpline], width: int, height: int, fill_holes: bool = True) -> np.ndarray:
-    """The boolean (height, width) matte of one mask layer's filled splines (see module doc)."""
+def rim_pixels(rings: Sequence[np.ndarray], width: int, height: int) -> np.ndarray:
+    """Pixels whose centre lies within Blender's half rim of an outline.
+
+    Blender's mask renderer draws an anti-aliased rim whose 0.5 level lies half a rim
+    beyond the spline; the rim is one pixel along the shorter frame side and
+    ``long / short`` pixels along the longer one (round in per-axis normalised
+    coordinates). So a rendered mask is its fill grown by the ellipse of semi-axes
+    ``0.5 * (W, H) / min(W, H)``: a pixel counts when its centre is within 0.5 of the
+    outline after dividing x and y by those factors.
+    """
+    out = np.zeros((height, width), dtype=bool)
+    a = np.array([width, height], dtype=np.float64) / float(min(width, height))
+    reach = np.ceil(0.5 * a.max()).astype(int)
+    offsets = np.arange(-reach - 1, reach + 2)
+    for ring in rings:
+        p = np.asarray(ring, dtype=np.float64)
+        if len(p) < 2:
+            continue
+        q = np.roll(p, -1, axis=0)
+        # samples every <= 0.1 px along every edge: distances within 0.003 px of the true ones
+        seg = np.maximum(np.ceil(np.linalg.norm(q - p, axis=1) / 0.1).astype(int), 1)
+        edge = np.repeat(np.arange(len(p)), seg)
+        t = (np.arange(seg.sum()) - np.repeat(np.cumsum(seg) - seg, seg)) / seg[edge]
+        pts = p[edge] + (q[edge] - p[edge]) * t[:, None]
+        base = np.floor(pts).astype(np.int64)
+        for dy in offsets:
+            for dx in offsets:
+                cx, cy = base[:, 0] + dx, base[:, 1] + dy
+                d = ((cx + 0.5 - pts[:, 0]) / a[0]) ** 2 + ((cy + 0.5 - pts[:, 1]) / a[1]) ** 2
+                ok = (d <= 0.25) & (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
+                out[cy[ok], cx[ok]] = True
+    return out
+
+
+def rasterize_layer(splines: Sequence[BezierSpline], width: int, height: int, fill_holes: bool = True,
+                    rim: bool = True) -> np.ndarray:
+    """The boolean (height, width) matte of one mask layer's filled splines (see module doc).
+
+    With `rim` (the default) the matte is what Blender renders for the splines (see
+    `rim_pixels`): the fill grown by half of Blender's anti-aliased rim. Without it,
+    exactly the pixels whose centre the splines enclose.
+    """
     rings = [bezier_polyline(s, width, height) for s in splines if s.fill and len(s.co) >= 3]
     if fill_holes:
-        return fill_even_odd(rings, width, height)
+        out = fill_even_odd(rings, width, height)
+        return out | rim_pixels(rings, width, height) if rim else out
     out = np.zeros((height, width), dtype=bool)
     for ring in rings:
         out |= fill_even_odd([ring], width, height)
-    return out
+    return out | rim_pixels(rings, width, height) if rim else out
 
 
 def matte_digest(mask: np.ndarray) -> str:

@@ -51,13 +51,13 @@ def _centres_inside(pts: np.ndarray) -> np.ndarray:
 
 def test_straight_handles_fill_exactly_like_the_polygon():
     pts = np.array([[10.3, 5.2], [70.7, 12.1], [60.2, 50.6], [20.4, 40.9], [35.1, 30.3]])
-    got = rasterize_layer([_polygon(pts)], W, H)
+    got = rasterize_layer([_polygon(pts)], W, H, rim=False)
     assert np.array_equal(got, _centres_inside(pts))
 
 
 def test_curved_segments_are_evaluated_not_just_their_control_points():
     cx, cy, r = 47.3, 30.8, 20.0
-    got = rasterize_layer([_circle(cx, cy, r)], W, H)
+    got = rasterize_layer([_circle(cx, cy, r)], W, H, rim=False)
     yy, xx = np.mgrid[0:H, 0:W] + 0.5
     disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
     corners = rasterize([from_mask_space(_circle(cx, cy, r).co, W, H)], W, H)
@@ -67,13 +67,35 @@ def test_curved_segments_are_evaluated_not_just_their_control_points():
 
 def test_inner_spline_is_a_hole_only_when_the_layer_fills_holes():
     outer, inner = _circle(48, 32, 24), _circle(48, 32, 10)
-    holed = rasterize_layer([outer, inner], W, H, fill_holes=True)
-    united = rasterize_layer([outer, inner], W, H, fill_holes=False)
+    holed = rasterize_layer([outer, inner], W, H, fill_holes=True, rim=False)
+    united = rasterize_layer([outer, inner], W, H, fill_holes=False, rim=False)
     assert not holed[32, 48] and united[32, 48] and holed[32, 30]
     assert united.sum() - holed.sum() > 250  # ~pi * 10^2
     unfilled = _circle(48, 32, 10)
     unfilled.fill = False
     assert not rasterize_layer([unfilled], W, H).any()
+
+
+@pytest.mark.parametrize("size", [(96, 64), (64, 64), (48, 80)])
+def test_splines_written_from_a_matte_rasterise_back_to_it(size):
+    """The rim rule: what matte_shapes writes (outlines through boundary pixel centres) fills its matte again."""
+    import cv2
+
+    from track_anything.tam_blender_addon.matte_shapes import extract_rings, rim_compensation
+
+    w, h = size
+    m = np.zeros((h, w), np.uint8)
+    cv2.ellipse(m, (w // 2, h // 2), (w // 3, h // 4), 20, 0, 360, 1, -1)
+    cv2.circle(m, (w // 2, h // 2), min(w, h) // 10, 0, -1)
+    splines = []
+    for ring in extract_rings(m.astype(bool)):
+        co = to_mask_space(rim_compensation(ring.points, w, h), w, h)
+        left, right = vector_handles(co, True)
+        splines.append(BezierSpline(left, co, right))
+    assert len(splines) == 2
+    back = rasterize_layer(splines, w, h)
+    assert iou(back, m.astype(bool)) > 0.98, iou(back, m.astype(bool))
+    assert iou(rasterize_layer(splines, w, h, rim=False), m.astype(bool)) < iou(back, m.astype(bool))
 
 
 def test_mask_runs_round_trip_and_refuse_a_wrong_size():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def _classes() -> list:
-    from . import click_tool, panels
+    from . import click_tool, clip_panel, panels
 
-    return [*click_tool.CLASSES, *panels.CLASSES]
+    return [*click_tool.CLASSES, *panels.CLASSES, *clip_panel.CLASSES]
 
 
 def register() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from ..operators import runtime, setup
+from ..operators.mask_edits import draw_edit_buttons
 from ..tam_blender_addon.progress import format_eta
 
 
@@ -82,6 +83,7 @@ class TAM_PT_main(bpy.types.Panel):
         row.operator("tam.track", text="Backward", icon="TRIA_LEFT").direction = "BACKWARD"
         row.operator("tam.track", text="Both").direction = "BOTH"
         row.operator("tam.track", text="Forward", icon="TRIA_RIGHT").direction = "FORWARD"
+        draw_edit_buttons(layout, context)
         if state.job:
             col = layout.column(align=True)
             if hasattr(col, "progress"):
