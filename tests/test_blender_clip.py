@@ -206,3 +206,45 @@ def test_edited_spline_becomes_a_keyframe_and_the_next_write_keeps_it(scene, cli
         ious = {f: iou(rendered[f], s.object_mask(st.scene_to_source(f), 1)) for f in range(first, last + 1)}
     print("mask render IoU per frame after the edit:", {f: round(v, 4) for f, v in ious.items()})
     assert min(ious.values()) >= 0.95, ious
+
+
+def test_image_sequence_clip_gets_a_session_of_its_numbered_files(addon, tmp_path):
+    """An image-sequence clip: the session's files start at the clip's first file, in number order."""
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for n in (3, 4, 5, 6, 7, 10):  # a gap in the numbers: files in order, not counted by number
+        cv2.imwrite(str(folder / f"shot_{n:04d}.png"), np.full((24, 32, 3), 10 * n, np.uint8))
+    cv2.imwrite(str(folder / "shot_0001.png"), np.zeros((24, 32, 3), np.uint8))  # before the clip's first file
+    (folder / "notes_0003.txt").write_text("not a frame")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    mc = bpy.data.movieclips.load(str(folder / "shot_0003.png"), check_existing=False)
+    assert mc.source == "SEQUENCE"
+    assert bpy.ops.tam.session_new(backend="CLASSIC", clip=mc.name) == {"FINISHED"}
+    st = bpy.context.scene.tam
+    with _open_session(bpy.context.scene) as s:
+        names = [Path(f).name for f in s.source.files]
+        assert s.source.kind == "images" and (s.source.width, s.source.height) == (32, 24)
+    assert names[:5] == [f"shot_{n:04d}.png" for n in (3, 4, 5, 6, 7)]
+    assert st.clip_name == mc.name and st.source_frames == len(names)
+    with pytest.raises(RuntimeError, match="no movie clip called"):
+        bpy.ops.tam.session_new(backend="CLASSIC", clip="nope")
+
+
+def test_track_asked_to_use_edits_makes_the_edited_frame_a_keyframe(scene, clip):
+    """Track with use_edits (what its prompt sets): an edited, unkeyed frame becomes a mask keyframe first."""
+    c, _ = clip
+    _tracked_session(scene, c)
+    assert bpy.ops.tam.mattes_write(targets={"MASK"}) == {"FINISHED"}
+    st = scene.tam
+    mask = bpy.data.masks[st.mask_name]
+    frame = st.scene_start + 5
+    scene.frame_set(frame)
+    rec = _mod("operators.mattes").mask_record(mask)
+    (lname,) = [n for n, i in rec["layers"].items() if i["obj"] == 1]
+    _scale_layer_points(mask.layers[lname], 0.8)
+    assert _mod("operators.mask_edits").edited_frames(scene) == [(1, frame)]
+    assert bpy.ops.tam.track(direction="BOTH", use_edits=True) == {"FINISHED"}
+    with _open_session(scene) as s:
+        kinds = [type(p).__name__ for p in s.prompts(frame=st.scene_to_source(frame))]
+    assert kinds == ["MaskPrompt"]
+    assert _mod("operators.mask_edits").edited_frames(scene) == []
