@@ -78,7 +78,7 @@ def _keyed_values(layer, fcurves, frames: list[int]) -> dict[int, np.ndarray]:
     """Per scene frame, the layer's point positions its keys give (static values where unkeyed)."""
     lpath = layer_path(layer)
     static = _live_values(layer)
-    out = {f: static.copy() for f in frames}
+    table = np.repeat(static[None, :], len(frames), axis=0)  # (frames, values)
     want = np.asarray(frames, dtype=np.float64)
     col = 0
     for s_index, spline in enumerate(layer.splines):
@@ -91,10 +91,11 @@ def _keyed_values(layer, fcurves, frames: list[int]) -> dict[int, np.ndarray]:
                     kf, kv = co[0::2].astype(np.float64), co[1::2]
                     pos = np.clip(np.searchsorted(kf, want), 0, len(kf) - 1)
                     hit = np.abs(kf[pos] - want) < 1e-3
-                    for f, p, h in zip(frames, pos, hit, strict=True):
-                        out[f][col] = kv[p] if h else fc.evaluate(f)
+                    table[:, col] = np.where(hit, kv[pos], 0.0)
+                    for t in np.flatnonzero(~hit):  # frames between keys (rare): what the curve gives
+                        table[t, col] = fc.evaluate(frames[t])
                 col += 1
-    return out
+    return {f: table[t] for t, f in enumerate(frames)}
 
 
 def edited_frames(scene) -> list[tuple[int, int]]:

@@ -470,6 +470,8 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
             if step == "shapes":
                 out = _output_dir(scene.tam, "shapes") / "shapes.json"
                 rec = None if rebuild else mask_record(bpy.data.masks.get(scene.tam.mask_name))
+                if rec is not None and int(rec.get("zero", 0)) != zero_frame(scene):
+                    rec = None  # the source moved in time since: every key moves, so write all anew
                 params = {"out": str(out)} if rec is None else {"out": str(out), "known": rec.get("digests", {})}
                 runtime.start_job(scene, "shapes", params, "Writing mask shapes",
                                   lambda sc, res: after_shapes(sc, res, out, rec))
