@@ -78,10 +78,12 @@ def test_clip_editor_session_tracks_and_its_mask_renders_like_the_mattes(addon, 
     x0, y0, x1, y1 = c.box(st.scene_to_source(first), 1)
     assert bpy.ops.tam.box_add(object_id=1, frame=first, x0=x0 - 3, y0=y0 - 3, x1=x1 + 3, y1=y1 + 3) == {"FINISHED"}
     assert bpy.ops.tam.track(direction="BOTH") == {"FINISHED"}
-    assert bpy.ops.tam.mattes_write(targets={"MASK", "COMPOSITOR"}) == {"FINISHED"}
+    assert bpy.ops.tam.mattes_write(targets={"MASK", "COMPOSITOR", "IMAGE_STRIP"}) == {"FINISHED"}
     mask = bpy.data.masks[st.mask_name]
     assert area.spaces.active.mask == mask  # Mask mode in the editor shows (and edits) it
     last = st.scene_start + st.length - 1
+    matte = sc.sequence_editor.strips[f"{mc.name} matte ball"]  # aligned with the clip's frames
+    assert (matte.frame_final_start, matte.frame_final_end) == (first, last + 1)
 
     comp = bpy.data.scenes[f"{mc.name} Matte"]
     movie_nodes = [n for n in comp.compositing_node_group.nodes if n.bl_idname == "CompositorNodeMovieClip"]

@@ -117,3 +117,22 @@ def test_hello_decides_whether_the_build_is_fit():
     assert env_plan.check_hello(hello, "CPU") == ""
     assert "no CUDA GPU" in env_plan.check_hello(hello, "CUDA")
     assert "did not start" in env_plan.check_hello(env_plan.parse_hello(["Traceback ..."]), "CPU")
+
+
+def test_size_comes_from_a_real_pip_dry_run_report(tmp_path):
+    """pip resolves offline from a folder of wheels; the report's files add up to their sizes on disk."""
+    src = tmp_path / "src"
+    (src / "tam_probe").mkdir(parents=True)
+    (src / "tam_probe" / "__init__.py").write_text("x = 1\n" * 200)
+    (src / "setup.py").write_text("from setuptools import setup\nsetup(name='tam-probe', version='1.0', "
+                                  "packages=['tam_probe'])\n")
+    wheels = tmp_path / "wheels"
+    pip = [sys.executable, "-m", "pip", "--isolated", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(src)],
+                   check=True, capture_output=True, timeout=120)
+    (wheel,) = wheels.glob("tam_probe-1.0-*.whl")
+    report = tmp_path / "report.json"
+    subprocess.run([*pip, "install", "--dry-run", "--ignore-installed", "-q", "--report", str(report), "--no-index",
+                    "--find-links", str(wheels), "tam-probe==1.0"], check=True, capture_output=True, timeout=120)
+    size, files = env_plan.download_size(json.loads(report.read_text()))
+    assert (size, files) == (wheel.stat().st_size, 1)
