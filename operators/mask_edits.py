@@ -98,6 +98,27 @@ def _keyed_values(layer, fcurves, frames: list[int]) -> dict[int, np.ndarray]:
     return {f: table[t] for t, f in enumerate(frames)}
 
 
+class _NoCurves:
+    """Stands for the F-curves of a Mask that has no animation (nothing keyed)."""
+
+    def find(self, *_args, **_kwargs):
+        return None
+
+
+def _read_fcurves(mask):
+    """The Mask's F-curves for reading, without creating or changing anything."""
+    ad = mask.animation_data
+    action = ad.action if ad is not None else None
+    if action is None:
+        return _NoCurves()
+    if not (hasattr(action, "slots") and hasattr(action, "layers")):
+        return action.fcurves
+    if ad.action_slot is None or not len(action.layers) or not len(action.layers[0].strips):
+        return _NoCurves()
+    bag = action.layers[0].strips[0].channelbag(ad.action_slot)
+    return bag.fcurves if bag is not None else _NoCurves()
+
+
 def edited_frames(scene) -> list[tuple[int, int]]:
     """(object id, scene frame) of every frame whose spline the artist changed since it was written."""
     state = scene.tam
@@ -105,7 +126,7 @@ def edited_frames(scene) -> list[tuple[int, int]]:
     rec = mask_record(mask)
     if rec is None:
         return []
-    fcurves = _fcurve_collection(mask, fresh=False)
+    fcurves = _read_fcurves(mask)
     zero = int(rec.get("zero", 0))
     found: set[tuple[int, int]] = set()
     current = scene.frame_current

@@ -44,12 +44,15 @@ def zero_frame(scene) -> int:
 def _fcurve_collection(mask: bpy.types.Mask, fresh: bool = True):
     """The F-curve collection keys of `mask` go into (4.4+ slots, else legacy); a new action when `fresh`."""
     ad = mask.animation_data
-    if not fresh and ad is not None and ad.action is not None:
+    if not fresh and ad is not None and ad.action is not None:  # keep every key there is
         action = ad.action
-        if hasattr(action, "slots") and hasattr(action, "layers") and ad.action_slot is not None:
-            return action.layers[0].strips[0].channelbag(ad.action_slot, ensure=True).fcurves
-        if not hasattr(action, "slots"):
+        if not (hasattr(action, "slots") and hasattr(action, "layers")):
             return action.fcurves
+        if ad.action_slot is None:
+            ad.action_slot = action.slots[0] if len(action.slots) else action.slots.new(id_type="MASK", name=mask.name)
+        layer = action.layers[0] if len(action.layers) else action.layers.new("Layer")
+        strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type="KEYFRAME")
+        return strip.channelbag(ad.action_slot, ensure=True).fcurves
     mask.animation_data_clear()
     ad = mask.animation_data_create()
     action = bpy.data.actions.new(name=f"{mask.name} shapes")
