@@ -3,7 +3,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 STAMP45 := .venv-bpy45/.installed
 
-.PHONY: demo test lint setup
+.PHONY: demo test lint setup env-build-test
 
 $(STAMP): pyproject.toml scripts/setup_venv.sh
 	./scripts/setup_venv.sh
@@ -23,3 +23,8 @@ test: $(STAMP) $(STAMP45)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The first-run environment build with the real download (several GB: not in CI, which builds
+# offline from .venv's packages): Create Environment in bpy, then a track through it.
+env-build-test: $(STAMP)
+	TAM_FULL_ENV_BUILD=1 $(VENV)/bin/python -m pytest -q -s tests/test_blender_env_build.py -k tracks

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def _classes() -> list:
-    from . import mattes, preferences, session_ops, setup
+    from . import mask_edits, mattes, preferences, session_ops, setup
 
-    return [*preferences.CLASSES, *session_ops.CLASSES, *mattes.CLASSES, *setup.CLASSES]
+    return [*preferences.CLASSES, *session_ops.CLASSES, *mattes.CLASSES, *mask_edits.CLASSES, *setup.CLASSES]
 
 
 def register() -> None:

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-from bpy.props import EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ..tam_blender_addon.errors import InputError, SessionError
+from ..tam_blender_addon.spline_raster import points_digest
 from . import runtime
+from .clip_source import session_clip, show_in_clip_editors
 from .session_ops import _idle_session, _strips, _TamOperator, find_strip, follow_strip
 
 TARGET_ITEMS = [
@@ -39,8 +41,18 @@ def zero_frame(scene) -> int:
     return follow_strip(scene).mapping.source_to_scene(0)
 
 
-def _fcurve_collection(mask: bpy.types.Mask):
-    """The F-curve collection keys of `mask` go into (a fresh action; 4.4+ slots, else legacy)."""
+def _fcurve_collection(mask: bpy.types.Mask, fresh: bool = True):
+    """The F-curve collection keys of `mask` go into (4.4+ slots, else legacy); a new action when `fresh`."""
+    ad = mask.animation_data
+    if not fresh and ad is not None and ad.action is not None:  # keep every key there is
+        action = ad.action
+        if not (hasattr(action, "slots") and hasattr(action, "layers")):
+            return action.fcurves
+        if ad.action_slot is None:
+            ad.action_slot = action.slots[0] if len(action.slots) else action.slots.new(id_type="MASK", name=mask.name)
+        layer = action.layers[0] if len(action.layers) else action.layers.new("Layer")
+        strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type="KEYFRAME")
+        return strip.channelbag(ad.action_slot, ensure=True).fcurves
     mask.animation_data_clear()
     ad = mask.animation_data_create()
     action = bpy.data.actions.new(name=f"{mask.name} shapes")
@@ -68,49 +80,181 @@ def _add_keys(fcurves, path: str, index: int, frames: np.ndarray, values: np.nda
     fc.update()
 
 
+def layer_path(layer) -> str:
+    """The data path of a mask layer, as F-curves name it."""
+    return f'layers["{bpy.utils.escape_identifier(layer.name)}"]'
+
+
+def _intervals(frames) -> list[list[int]]:
+    """Sorted frames -> [[first, last], ...] runs of consecutive frames."""
+    out: list[list[int]] = []
+    for f in sorted(int(f) for f in frames):
+        if out and f == out[-1][1] + 1:
+            out[-1][1] = f
+        else:
+            out.append([f, f])
+    return out
+
+
+def _frames_of(intervals) -> list[int]:
+    return [f for a, b in intervals for f in range(int(a), int(b) + 1)]
+
+
+def _key_visibility(fcurves, lpath: str, scene_intervals: list[list[int]]) -> None:
+    """Show the layer exactly on `scene_intervals` through CONSTANT keys on hide and hide_render."""
+    keys: dict[int, float] = {}
+    for a, b in scene_intervals:
+        keys.setdefault(a - 1, 1.0)
+        keys[a] = 0.0
+        keys[b + 1] = 1.0
+    frames = np.array(sorted(keys), dtype=np.float32)
+    values = np.array([keys[int(f)] for f in frames], dtype=np.float32)
+    for prop in ("hide", "hide_render"):
+        old = fcurves.find(f"{lpath}.{prop}", index=0)
+        if old is not None:
+            fcurves.remove(old)
+        _add_keys(fcurves, f"{lpath}.{prop}", 0, frames, values, _CONSTANT)
+
+
+def _add_span_layer(mask, fcurves, name: str, span: dict, zero: int) -> tuple[bpy.types.MaskLayer, dict[str, str]]:
+    """A layer holding one span of the shapes document: splines keyed per frame.
+
+    Returns the layer and, per source frame, the digest of the point positions keyed
+    there (what `edited_frames` compares with to notice an artist's edit).
+    """
+    layer = mask.layers.new(name=name)
+    layer.use_fill_holes = True  # holes are inner splines
+    lpath = layer_path(layer)
+    frames = zero + np.arange(span["start"], span["end"] + 1, dtype=np.float32)
+    values = []
+    for s_index, spline_doc in enumerate(span["splines"]):
+        count = int(spline_doc["count"])
+        per_frame = np.asarray(spline_doc["points"], dtype=np.float32)  # (frames, 2 * count)
+        values.append(per_frame)
+        spline = layer.splines.new()
+        spline.use_cyclic = True
+        spline.use_fill = True
+        spline.points.add(count - 1)
+        spline.points.foreach_set("co", per_frame[0])
+        for point in spline.points:
+            point.handle_left_type = point.handle_right_type = "VECTOR"
+        if len(frames) < 2:
+            continue
+        for i in range(count):
+            ppath = f"{lpath}.splines[{s_index}].points[{i}].co"
+            _add_keys(fcurves, ppath, 0, frames, per_frame[:, 2 * i], _LINEAR)
+            _add_keys(fcurves, ppath, 1, frames, per_frame[:, 2 * i + 1], _LINEAR)
+    flat = np.concatenate(values, axis=1) if values else np.zeros((len(frames), 0), np.float32)
+    digests = {str(span["start"] + t): points_digest(flat[t]) for t in range(len(frames))}
+    return layer, digests
+
+
+def mask_record(mask: bpy.types.Mask | None) -> dict | None:
+    """What the add-on last wrote into `mask` (layers, matte and point digests), None if unknown."""
+    if mask is None or "tam_record" not in mask:
+        return None
+    try:
+        rec = json.loads(mask["tam_record"])
+    except (TypeError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("version") == 1 else None
+
+
+def save_record(mask: bpy.types.Mask, rec: dict) -> None:
+    """Store the write record on the Mask (saved with the .blend)."""
+    mask["tam_record"] = json.dumps(rec, separators=(",", ":"))
+
+
 def build_mask(doc: dict, name: str, zero: int, frame_range: tuple[int, int] | None = None) -> bpy.types.Mask:
-    """Create (or rebuild in place) the Mask datablock `name` from a shapes document.
+    """Create (or rebuild from scratch) the Mask datablock `name` from a shapes document.
 
     One layer per object and constant-topology span (named after the object, numbered
     when there are several spans), one cyclic spline per outline or hole, its points
     keyed at scene frames ``zero + source index``; a span's layer is shown only during
-    its frames through CONSTANT keys on ``hide`` and ``hide_render``.
+    its frames through CONSTANT keys on ``hide`` and ``hide_render``. The Mask keeps a
+    record of what was written (see `update_mask`).
     """
     mask = bpy.data.masks.get(name) or bpy.data.masks.new(name)
     while len(mask.layers):
         mask.layers.remove(mask.layers[0])
     fcurves = _fcurve_collection(mask)
+    rec: dict = {"version": 1, "zero": zero, "layers": {}, "digests": {}}
     for obj in doc["objects"]:
         spans = obj["spans"]
         for k, span in enumerate(spans):
             lname = obj["name"] if len(spans) == 1 else f"{obj['name']} {k + 1:03d}"
-            layer = mask.layers.new(name=lname)
-            layer.use_fill_holes = True  # holes are inner splines
-            lpath = f'layers["{bpy.utils.escape_identifier(layer.name)}"]'
-            frames = zero + np.arange(span["start"], span["end"] + 1, dtype=np.float32)
-            for s_index, spline_doc in enumerate(span["splines"]):
-                count = int(spline_doc["count"])
-                per_frame = np.asarray(spline_doc["points"], dtype=np.float32)  # (frames, 2 * count)
-                spline = layer.splines.new()
-                spline.use_cyclic = True
-                spline.use_fill = True
-                spline.points.add(count - 1)
-                spline.points.foreach_set("co", per_frame[0])
-                for point in spline.points:
-                    point.handle_left_type = point.handle_right_type = "VECTOR"
-                if len(frames) < 2:
-                    continue
-                for i in range(count):
-                    ppath = f"{lpath}.splines[{s_index}].points[{i}].co"
-                    _add_keys(fcurves, ppath, 0, frames, per_frame[:, 2 * i], _LINEAR)
-                    _add_keys(fcurves, ppath, 1, frames, per_frame[:, 2 * i + 1], _LINEAR)
-            if len(spans) > 1 or frame_range is None or frames[0] > frame_range[0] or frames[-1] < frame_range[1]:
-                keys = np.array([frames[0] - 1, frames[0], frames[-1] + 1], dtype=np.float32)
-                for prop in ("hide", "hide_render"):
-                    _add_keys(fcurves, f"{lpath}.{prop}", 0, keys, np.array([1.0, 0.0, 1.0]), _CONSTANT)
+            layer, digests = _add_span_layer(mask, fcurves, lname, span, zero)
+            lpath = layer_path(layer)
+            rec["layers"][layer.name] = {"obj": int(obj["id"]), "frames": [[span["start"], span["end"]]],
+                                         "points": digests}
+            start, end = zero + span["start"], zero + span["end"]
+            if len(spans) > 1 or frame_range is None or start > frame_range[0] or end < frame_range[1]:
+                _key_visibility(fcurves, lpath, [[start, end]])
+        rec["digests"][str(obj["id"])] = obj.get("digests", {})
     if frame_range is not None:
         # a mask strip holds frame_end - frame_start frames (the end is exclusive there)
         mask.frame_start, mask.frame_end = frame_range[0], frame_range[1] + 1
+    save_record(mask, rec)
+    return mask
+
+
+def update_mask(doc: dict, mask: bpy.types.Mask, rec: dict, zero: int,
+                frame_range: tuple[int, int] | None = None) -> bpy.types.Mask:
+    """Rewrite only the frames whose matte changed since the last write; keep every other key.
+
+    `doc` was made with the record's digests as ``known``: per object, ``changed`` lists
+    the source frames to redo and ``spans`` outlines them. Earlier layers stop showing
+    on those frames (and go when they show nothing); the new spans get layers of their
+    own. Frames not changed keep their layers and keys as they are, artist edits
+    included; a keyframe made from an edited shape is recorded as unchanged, so it keeps
+    exactly the artist's spline.
+    """
+    fcurves = _fcurve_collection(mask, fresh=False)
+    zero = int(rec.get("zero", zero))
+    layers = rec.setdefault("layers", {})
+    alive = {int(obj["id"]) for obj in doc["objects"]}
+    for lname, info in list(layers.items()):  # objects removed from the session
+        if info["obj"] not in alive:
+            layer = mask.layers.get(lname)
+            if layer is not None:
+                lpath = layer_path(layer)
+                for fc in [fc for fc in fcurves if fc.data_path.startswith(lpath + ".")]:
+                    fcurves.remove(fc)
+                mask.layers.remove(layer)
+            del layers[lname]
+            rec.get("digests", {}).pop(str(info["obj"]), None)
+    for obj in doc["objects"]:
+        oid = int(obj["id"])
+        changed = set(int(f) for f in obj.get("changed", []))
+        for lname, info in list(layers.items()):
+            if info["obj"] != oid or not changed:
+                continue
+            layer = mask.layers.get(lname)
+            keep = [f for f in _frames_of(info["frames"]) if f not in changed]
+            if layer is None or not keep:
+                if layer is not None:
+                    lpath = layer_path(layer)
+                    for fc in [fc for fc in fcurves if fc.data_path.startswith(lpath + ".")]:
+                        fcurves.remove(fc)
+                    mask.layers.remove(layer)
+                del layers[lname]
+                continue
+            info["frames"] = _intervals(keep)
+            info["points"] = {f: d for f, d in info.get("points", {}).items() if int(f) in set(keep)}
+            _key_visibility(fcurves, layer_path(layer), [[zero + a, zero + b] for a, b in info["frames"]])
+        for span in obj["spans"]:
+            n = 1
+            while f"{obj['name']} {n:03d}" in layers or mask.layers.get(f"{obj['name']} {n:03d}") is not None:
+                n += 1
+            layer, digests = _add_span_layer(mask, fcurves, f"{obj['name']} {n:03d}", span, zero)
+            layers[layer.name] = {"obj": oid, "frames": [[span["start"], span["end"]]], "points": digests}
+            _key_visibility(fcurves, layer_path(layer), [[zero + span["start"], zero + span["end"]]])
+        digests = rec.setdefault("digests", {}).setdefault(str(oid), {})
+        digests.clear()
+        digests.update(obj.get("digests", {}))
+    if frame_range is not None:
+        mask.frame_start, mask.frame_end = frame_range[0], frame_range[1] + 1
+    save_record(mask, rec)
     return mask
 
 
@@ -157,6 +301,8 @@ def add_image_strip(scene, name: str, files: list[tuple[int, Path]], channel_abo
     first_index = files[0][0]
     start = zero + first_index
     end = start + len(files)
+    if scene.sequence_editor is None:  # a movie clip session's scene may have no strips yet
+        scene.sequence_editor_create()
     channel = _free_channel(scene, channel_above, start, end)
     strips = _strips(scene)
     strip = strips.new_image(name=name, filepath=str(files[0][1]), channel=channel, frame_start=start)
@@ -203,10 +349,12 @@ def build_compositor(scene, mask: bpy.types.Mask) -> bpy.types.Scene:
     comp.render.use_compositing = True
     comp.view_settings.view_transform = "Standard"
     comp.render.film_transparent = True
-    with runtime.read_session(state) as session:
-        source_path = session.source.path if session.source.kind == "video" else session.source.files[0]
-    clip = bpy.data.movieclips.load(source_path, check_existing=True)
-    clip.frame_start = zero_frame(scene)
+    clip = session_clip(state)  # a clip session: the Movie Clip node shows that clip as the editor set it up
+    if clip is None:
+        with runtime.read_session(state) as session:
+            source_path = session.source.path if session.source.kind == "video" else session.source.files[0]
+        clip = bpy.data.movieclips.load(source_path, check_existing=True)
+        clip.frame_start = zero_frame(scene)
 
     new_api = bpy.app.version >= (5, 0, 0)
     if new_api:
@@ -287,7 +435,7 @@ def _replace_strip(scene, name: str) -> None:
 
 
 def _source_strip_channel(scene) -> int:
-    strip = find_strip(scene, scene.tam.strip_name)
+    strip = None if scene.tam.clip_name else find_strip(scene, scene.tam.strip_name)
     return strip.channel if strip is not None else 1
 
 
@@ -300,6 +448,9 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     targets: EnumProperty(name="Targets", items=TARGET_ITEMS, options={"ENUM_FLAG"}, default={"MASK"})
+    rebuild: BoolProperty(name="Rebuild Mask", default=False,
+                          description="Write every frame of the Mask anew (drops edits made on its splines); "
+                                      "off: only frames whose matte changed get new keys")
 
     @classmethod
     def poll(cls, context) -> bool:
@@ -310,10 +461,15 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
         if not targets:
             raise InputError("choose at least one output: Mask, Image Strip or Compositor")
         state = follow_strip(context.scene)
+        rebuild = self.rebuild
         steps = []
         if targets & {"MASK", "COMPOSITOR"}:
             out = _output_dir(state, "shapes") / "shapes.json"
-            steps.append(runtime.Step("shapes", {"out": str(out)}, lambda sc, res: _after_shapes(sc, out, targets)))
+            rec = None if rebuild else mask_record(bpy.data.masks.get(state.mask_name))
+            if rec is not None and int(rec.get("zero", 0)) != zero_frame(context.scene):
+                rec = None  # the source moved in time since: every key moves, so write all anew
+            params = {"out": str(out)} if rec is None else {"out": str(out), "known": rec.get("digests", {})}
+            steps.append(runtime.Step("shapes", params, lambda sc, res: _after_shapes(sc, out, targets, rec)))
         if "IMAGE_STRIP" in targets:
             fmt = "exr" if state.matte_exr else "png"
             folder = _output_dir(state, f"mattes_{fmt}", fresh=True)
@@ -324,13 +480,23 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
         return self.finish_job(context)
 
 
-def _after_shapes(scene, out: Path, targets: set[str]) -> str:
-    """The shapes arrived: build the Mask (and the compositor scene); what was made, in words."""
+def _after_shapes(scene, out: Path, targets: set[str], rec: dict | None) -> str:
+    """The shapes arrived: build or update the Mask (and the compositor scene); what was made, in words.
+
+    With `rec` (what the add-on last wrote) only frames whose matte changed get new keys, so the
+    artist's edits elsewhere stay.
+    """
     st = scene.tam
     doc = read_shapes(out)
+    zero = zero_frame(scene)
     rng = (st.scene_start, st.scene_start + st.length - 1)
-    mask = build_mask(doc, st.mask_name or f"{st.strip_name} Track", zero_frame(scene), rng)
+    old = bpy.data.masks.get(st.mask_name) if rec is not None else None
+    if old is not None:
+        mask = update_mask(doc, old, rec, zero, rng)
+    else:
+        mask = build_mask(doc, st.mask_name or f"{st.strip_name} Track", zero, rng)
     st.mask_name = mask.name
+    show_in_clip_editors(mask, session_clip(st))
     q = doc.get("quality", {})
     done = [f"mask {mask.name!r}" + (f" (fit IoU >= {q['min_iou']:.3f})" if q.get("min_iou") else "")]
     if "COMPOSITOR" in targets:

@@ -58,7 +58,7 @@ class TAM_AddonPreferences(bpy.types.AddonPreferences):
         s = runtime.settings(context)
         box = layout.box()
         box.label(text=setup.status_line(s), icon="INFO")
-        for key in ("env", "weights"):
+        for key in ("env_plan", "env", "weights"):
             task = setup.TASKS.get(key)
             if task is not None:
                 row = box.row()
@@ -68,7 +68,7 @@ class TAM_AddonPreferences(bpy.types.AddonPreferences):
         col = layout.column()
         row = col.row(align=True)
         row.prop(self, "worker_python")
-        row.operator("tam.worker_env_create", text="Create Environment")
+        setup.draw_env_buttons(row)
         row = col.row(align=True)
         row.prop(self, "checkpoint_dir")
         row.operator("tam.weights_download", text="Download")

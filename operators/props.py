@@ -74,6 +74,7 @@ class TAM_PG_state(bpy.types.PropertyGroup):
     session_path: StringProperty(name="Session", subtype="DIR_PATH", options=BLEND_RELATIVE,
                                  description="Session folder on disk")
     strip_name: StringProperty(name="Strip", description="The strip the session tracks")
+    clip_name: StringProperty(name="Movie Clip", description="The movie clip the session tracks ('' for a strip)")
     backend: EnumProperty(name="Backend", items=BACKEND_ITEMS, default="CLASSIC")
     source_width: IntProperty(name="Width", min=0)
     source_height: IntProperty(name="Height", min=0)

@@ -30,6 +30,7 @@ import bpy
 
 from ..tam_blender_addon.client import Future, WorkerClient, check_hello
 from ..tam_blender_addon.errors import SessionError, TamError
+from . import env_plan
 
 ADDON = __package__.rpartition(".")[0]  # "bl_ext.<repo>.track_anything", or "track_anything" in tests
 POLL_INTERVAL_S = 0.1
@@ -97,7 +98,7 @@ def worker_python(s: Settings) -> str:
     if s.python:
         return s.python
     made = env_python()
-    if made.is_file():
+    if env_plan.is_ready(made.parents[1]):  # a build that did not finish never counts
         return str(made)
     return sys.executable
 

@@ -175,6 +175,11 @@ def follow_strip(scene):
     strips follow it; the mapping stored in the session folder is only a record.
     """
     state = scene.tam
+    if state.clip_name:  # a movie clip session follows its clip instead
+        from .clip_source import follow_clip
+
+        follow_clip(state)
+        return state
     strip = find_strip(scene, state.strip_name)
     if strip is not None and strip.type in ("MOVIE", "IMAGE"):
         m = strip_mapping(strip)
@@ -430,13 +435,17 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
 
     backend: EnumProperty(name="Backend", items=BACKEND_ITEMS, default="NEURAL")
     strip: StringProperty(name="Strip", description="Strip name (default: the active strip)")
+    clip: StringProperty(name="Movie Clip", description="Movie clip name (default: the Clip Editor's clip there, "
+                                                        "else the active strip)")
     directory: StringProperty(name="Folder", subtype="DIR_PATH", options=BLEND_RELATIVE,
                               description="Session folder (default: next to the .blend, or the user folder)")
 
     @classmethod
     def poll(cls, context) -> bool:
-        if context.scene.sequence_editor is None:
-            cls.poll_message_set("The scene has no strips")
+        from .clip_source import context_clip
+
+        if context.scene.sequence_editor is None and context_clip(context) is None and not len(bpy.data.movieclips):
+            cls.poll_message_set("The scene has no strips and the file no movie clips")
             return False
         if runtime.busy():
             cls.poll_message_set("A job is running: wait for it or cancel it")
@@ -445,12 +454,21 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
 
     def run(self, context) -> set[str]:
         from ..tam_blender_addon.session import Session, SourceInfo
+        from .clip_source import clip_source, context_clip
 
         scene = context.scene
-        strip = find_strip(scene, self.strip) if self.strip else scene.sequence_editor.active_strip
-        if self.strip and strip is None:
-            raise InputError(f"no strip called {self.strip!r}")
-        source, mapping, warnings = strip_source(strip, scene)
+        clip = bpy.data.movieclips.get(self.clip) if self.clip else None if self.strip else context_clip(context)
+        if self.clip and clip is None:
+            raise InputError(f"no movie clip called {self.clip!r}")
+        if clip is not None:
+            strip = clip  # the session's source: its name titles the outputs
+            source, mapping, warnings = clip_source(clip, scene)
+        else:
+            se = scene.sequence_editor
+            strip = find_strip(scene, self.strip) if self.strip else se.active_strip if se else None
+            if self.strip and strip is None:
+                raise InputError(f"no strip called {self.strip!r}")
+            source, mapping, warnings = strip_source(strip, scene)
         backend = self.backend if self.properties.is_property_set("backend") else runtime.settings(context).backend
         path = Path(bpy.path.abspath(self.directory)) if self.directory else new_session_dir(sessions_root(), strip.name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -466,6 +484,7 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
         # relative to the .blend when beside it, so the project folder can move as a whole
         state.session_path = bpy.path.relpath(str(path)) if bpy.data.filepath else str(path)
         state.strip_name = strip.name
+        state.clip_name = clip.name if clip is not None else ""
         state.backend = backend
         state.source_width, state.source_height = source["width"], source["height"]
         state.source_frames = source["num_frames"]
@@ -702,12 +721,34 @@ class TAM_OT_track(_TamOperator, bpy.types.Operator):
     direction: EnumProperty(name="Direction", items=DIRECTION_ITEMS, default="BOTH")
     frame_start: IntProperty(name="Start", description="First scene frame (default: the strip's first)")
     frame_end: IntProperty(name="End", description="Last scene frame (default: the strip's last)")
+    use_edits: BoolProperty(name="Use Edited Shapes", default=False,
+                            description="First make every Mask frame you edited a keyframe (Use Edited Shape)")
 
     @classmethod
     def poll(cls, context) -> bool:
         return _idle_session(cls, context)
 
+    def invoke(self, context, event) -> set[str]:
+        from .mask_edits import edited_frames
+
+        self._edits = edited_frames(context.scene)  # the artist reshaped splines: ask before tracking
+        if self._edits and not self.properties.is_property_set("use_edits"):
+            self.use_edits = True
+            return context.window_manager.invoke_props_dialog(self, title="Mask edited")
+        return self.execute(context)
+
+    def draw(self, context) -> None:
+        edits = getattr(self, "_edits", [])
+        frames = ", ".join(str(f) for _, f in edits[:8]) + (" ..." if len(edits) > 8 else "")
+        self.layout.label(text=f"The Mask was edited on frame{'s' if len(edits) != 1 else ''} {frames}.")
+        self.layout.prop(self, "use_edits")
+
     def run(self, context) -> set[str]:
+        if self.use_edits:
+            from .mask_edits import use_edits_before_track
+
+            for line in use_edits_before_track(context):
+                self.report({"INFO"}, line)
         state = _state(context)
         first, last = state.scene_start, state.scene_start + state.length - 1
         start = self.frame_start if self.properties.is_property_set("frame_start") else first

@@ -8,19 +8,24 @@ Blender never blocks, and ``tam.cancel`` stops them.
 from __future__ import annotations
 
 import collections
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from ..tam_blender_addon.client import LAUNCH
-from . import runtime
+from ..tam_blender_addon.errors import InputError
+from . import env_plan, runtime
 
 # The worker's packages, pinned as in pyproject.toml (a test keeps the two equal).
 WORKER_REQUIREMENTS = (
@@ -49,6 +54,8 @@ class Task:
     started: float = field(default_factory=time.monotonic)
     result: str = ""  # '' while running, then 'done' / 'failed: ...' / 'cancelled'
     cancelled: bool = False
+    explain: Callable[[list[str], int | None], str] | None = None  # one line for a failed step
+    on_end: Callable[[Task], None] | None = None  # runs once the task is over (may set result)
 
     @property
     def last_line(self) -> str:
@@ -100,28 +107,47 @@ def poll_task(key: str) -> float | None:
     if task.cancelled:
         task.result = "cancelled"
     elif code != 0:
-        task.result = f"failed ({task.last_line or f'exit code {code}'})"
+        why = task.explain(list(task.lines), code) if task.explain else (task.last_line or f"exit code {code}")
+        task.result = f"failed ({why})"
     elif task.step + 1 < len(task.steps):
         task.step += 1
-        _spawn(task)
+        try:
+            _spawn(task)
+        except OSError as exc:
+            task.result = f"failed ({exc})"
+            _end(task)
+            return None
         return 0.25
     else:
         task.result = "done"
+    _end(task)
     runtime.redraw()
     return None
 
 
-def start_task(key: str, label: str, steps: list[list[str]]) -> Task:
+def _end(task: Task) -> None:
+    """Run the task's end hook once; its error becomes the task's result."""
+    hook, task.on_end = task.on_end, None
+    if hook is None:
+        return
+    try:
+        hook(task)
+    except Exception as exc:  # noqa: BLE001 - any failure of the hook is the task's failure, in one line
+        task.result = f"failed ({exc})"
+
+
+def start_task(key: str, label: str, steps: list[list[str]], explain=None, on_end=None) -> Task:
     """Run `steps` in the background under `key` (one task per key at a time)."""
     old = TASKS.get(key)
     if old is not None and not old.result:
         raise RuntimeError(f"{old.label} is already running")
-    task = Task(label, steps)
+    task = Task(label, steps, explain=explain, on_end=on_end)
     TASKS[key] = task
     try:
         _spawn(task)
     except OSError as exc:
         task.result = f"failed ({exc})"
+        _end(task)
         return task
     if bpy.app.background:
         while poll_task(key) is not None:
@@ -211,47 +237,189 @@ def status_line(s: runtime.Settings) -> str:
 # --------------------------------------------------------------------------- operators
 
 
-class TAM_OT_worker_env_create(bpy.types.Operator):
-    """Create a Python environment with torch for the worker (downloads about 1-3 GB)"""
+PLANS: dict[str, dict] = {}  # the last size check, per settings key (shown before the download starts)
+
+
+def _pip_version(python: str) -> str:
+    """The pip a new venv of `python` will get (ensurepip's), '' if unknown."""
+    try:
+        out = subprocess.run([python, "-c", "import ensurepip; print(ensurepip.version())"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+def _plan_key(base: str, build: str, packages: list[str]) -> str:
+    return "|".join([base, build, *packages])
+
+
+class _EnvOptions:
+    """The choices both environment operators share."""
+
+    base_python: StringProperty(name="Base Python", subtype="FILE_PATH",
+                                description="Python 3.11 to build the environment from (default: Blender's)")
+    torch_build: EnumProperty(name="Torch Build", items=env_plan.BUILD_ITEMS, default="AUTO",
+                              description="Which torch to install: the GPU decides what runs fast")
+    requirements: StringProperty(name="Packages", default=" ".join(WORKER_REQUIREMENTS),
+                                 description="Pinned packages to install, separated by spaces")
+
+    def resolved(self, context) -> tuple[str, str, env_plan.Gpu, list[str]]:
+        """(base python, build, GPU, pip index options)."""
+        base = bpy.path.abspath(self.base_python) if self.base_python else sys.executable
+        gpu = env_plan.detect_gpu()
+        build = env_plan.choose_build(self.torch_build, gpu)
+        try:
+            index = env_plan.index_args(build, gpu) if self.requirements.split() else []
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        return base, build, gpu, index
+
+
+class TAM_OT_worker_env_plan(_EnvOptions, bpy.types.Operator):
+    """Find out which torch build suits this computer and how much the environment downloads"""
+
+    bl_idname = "tam.worker_env_plan"
+    bl_label = "Check Download Size"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context) -> set[str]:
+        if not bpy.app.online_access:
+            self.report({"ERROR"}, "Online access is off (Preferences > System > Network): allow it to continue")
+            return {"CANCELLED"}
+        try:
+            base, build, gpu, index = self.resolved(context)
+        except InputError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        packages = self.requirements.split()
+        report = Path(tempfile.mkdtemp(prefix="tam-plan-")) / "report.json"
+        cmd = [base, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
+               *index, *packages]
+        key = _plan_key(base, build, packages)
+
+        def measured(task: Task) -> None:
+            if task.result != "done":
+                return
+            size, files = env_plan.download_size(json.loads(report.read_text("utf-8")))
+            shutil.rmtree(report.parent, ignore_errors=True)
+            PLANS[key] = {"size": size, "files": files, "build": build, "gpu": gpu.describe()}
+            task.lines.append(f"{gpu.describe()}: torch {build.lower()} build, "
+                              f"{files} packages, {env_plan.format_size(size)} to download")
+
+        task = start_task("env_plan", "Checking the download", [cmd], explain=env_plan.explain_failure,
+                          on_end=measured)
+        if task.result and task.result != "done":
+            self.report({"ERROR"}, f"{task.label}: {task.result}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, task.last_line if task.result == "done" else f"{task.label}...")
+        return {"FINISHED"}
+
+
+class TAM_OT_worker_env_create(_EnvOptions, bpy.types.Operator):
+    """Create a Python environment with torch for the worker (checks the download size first)"""
 
     bl_idname = "tam.worker_env_create"
     bl_label = "Create Environment"
     bl_options = {"REGISTER"}
 
-    base_python: StringProperty(name="Base Python", subtype="FILE_PATH",
-                                description="Python 3.11 to build the environment from (default: Blender's)")
     location: StringProperty(name="Folder", subtype="DIR_PATH",
                              description="Where to create it (default: the add-on's user folder)")
-    requirements: StringProperty(name="Packages", default=" ".join(WORKER_REQUIREMENTS),
-                                 description="Pinned packages to install, separated by spaces")
     with_pip: BoolProperty(name="With pip", default=True, description="Install pip into the environment")
+    system_site_packages: BoolProperty(
+        name="Use the Base Python's Packages", default=False,
+        description="Let the environment see the base Python's packages, so pip installs only what is missing "
+                    "(a Python that already has torch, e.g. a conda env or a development .venv; works offline)")
+    confirmed: BoolProperty(name="Confirmed", default=False, options={"HIDDEN", "SKIP_SAVE"},
+                            description="The download size was shown: build without asking again")
 
     @classmethod
     def poll(cls, context) -> bool:
-        task = TASKS.get("env")
-        if task is not None and not task.result:
-            cls.poll_message_set("The environment is being created")
-            return False
+        for key in ("env", "env_plan"):
+            task = TASKS.get(key)
+            if task is not None and not task.result:
+                cls.poll_message_set("The environment is being checked or created")
+                return False
         return True
 
-    def execute(self, context) -> set[str]:
+    def invoke(self, context, event) -> set[str]:
+        # a click first says how much will be downloaded; the button then shown starts the build
         base = bpy.path.abspath(self.base_python) if self.base_python else sys.executable
+        key = _plan_key(base, env_plan.choose_build(self.torch_build, env_plan.detect_gpu()),
+                        self.requirements.split())
+        if not self.confirmed and self.requirements.split() and key not in PLANS:
+            return bpy.ops.tam.worker_env_plan(base_python=self.base_python, torch_build=self.torch_build,
+                                               requirements=self.requirements)
+        return self.execute(context)
+
+    def execute(self, context) -> set[str]:
+        try:
+            base, build, gpu, index = self.resolved(context)
+        except InputError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
         where = Path(bpy.path.abspath(self.location)) if self.location else runtime.env_python().parents[1]
-        python = where / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-        steps = [[base, "-m", "venv", *([] if self.with_pip else ["--without-pip"]), str(where)]]
+        where = Path(os.path.normpath(where))
+        part = env_plan.partial_dir(where)
+        env_plan.clear_partial(where)  # what an interrupted build left
+        python = env_plan.env_python(part)
+        # with the base's packages, pip (and setuptools) are the base's too: an own older copy would shadow them
+        venv_opts = [*([] if self.with_pip and not self.system_site_packages else ["--without-pip"]),
+                     *(["--system-site-packages"] if self.system_site_packages else [])]
+        steps = [[base, "-m", "venv", *venv_opts, str(part)]]
+        if self.system_site_packages:  # also when the base Python is itself a venv (e.g. a checkout's .venv)
+            try:
+                steps.append([str(python), "-c", env_plan.LINK_SCRIPT, *env_plan.site_dirs(base)])
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                self.report({"ERROR"}, f"Base Python: {exc}")
+                return {"CANCELLED"}
         packages = self.requirements.split()
         if packages:
-            if not bpy.app.online_access:
+            offline = not bpy.app.online_access
+            if offline and not self.system_site_packages:
                 self.report({"ERROR"}, "Online access is off (Preferences > System > Network): "
                                        "allow it to install the worker's packages")
                 return {"CANCELLED"}
-            steps.append([str(python), "-m", "pip", "install", "--progress-bar", "off", *packages])
-        task = start_task("env", "Creating the worker environment", steps)
+            # offline, pip may only take what the base Python already has
+            steps.append([str(python), "-m", "pip", "install", *env_plan.progress_args(_pip_version(base)),
+                          *(["--no-index"] if offline else index), *packages])
+            # the real worker, started from this extension in the new environment, answers hello
+            steps.append([str(python), "-c", env_plan.VERIFY_SCRIPT, str(Path(LAUNCH).parent)])
+
+        def finish(task: Task) -> None:
+            if task.result != "done":
+                env_plan.clear_partial(where)  # cancelled or failed: nothing that looks like an environment
+                return
+            hello = env_plan.parse_hello(list(task.lines)) if packages else {"torch": None, "note": "no packages"}
+            why = env_plan.check_hello(hello, build) if packages else ""
+            if why:
+                env_plan.clear_partial(where)
+                raise RuntimeError(why)
+            env_plan.finish_build(where, {**(hello or {}), "build": build, "gpu": gpu.describe()})
+            if packages:
+                devices = ", ".join(d.get("name", d.get("id", "?")) for d in hello.get("devices") or [])
+                task.lines.append(f"ready: torch {hello['torch']} ({build.lower()} build) on {devices}")
+
+        plan = PLANS.get(_plan_key(base, build, packages))
+        size = f", {env_plan.format_size(plan['size'])} to download" if plan else ""
+        task = start_task("env", f"Creating the worker environment (torch {build.lower()}{size})", steps,
+                          explain=env_plan.explain_failure, on_end=finish)
         if task.result and task.result != "done":
             self.report({"ERROR"}, f"{task.label}: {task.result}")
             return {"CANCELLED"}
-        self.report({"INFO"}, f"{task.label} in {where}" + (": done" if task.result == "done" else "..."))
+        self.report({"INFO"}, f"{task.label} in {where}" + (f": {task.last_line}" if task.result == "done" else "..."))
         return {"FINISHED"}
+
+
+def draw_env_buttons(layout) -> None:
+    """Create Environment, with the download size once it was checked (the next click builds)."""
+    plan = next(reversed(PLANS.values()), None) if PLANS else None
+    if plan is None:
+        layout.operator("tam.worker_env_create", text="Create Environment")
+        return
+    op = layout.operator("tam.worker_env_create", text=f"Create ({env_plan.format_size(plan['size'])})")
+    op.confirmed = True
+    op.torch_build = plan["build"]
 
 
 class TAM_OT_weights_download(bpy.types.Operator):
@@ -297,4 +465,4 @@ class TAM_OT_weights_download(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (TAM_OT_worker_env_create, TAM_OT_weights_download)
+CLASSES = (TAM_OT_worker_env_plan, TAM_OT_worker_env_create, TAM_OT_weights_download)

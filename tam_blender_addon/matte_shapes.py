@@ -39,6 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .spline_raster import from_mask_space, matte_digest, to_mask_space  # noqa: F401 - re-exported
+
 FORMAT = "tam-shapes"
 # Blender's mask rasteriser (scan-fill) sometimes fills a whole pixel row beside an edge
 # that carries extra collinear points; points added along an edge are moved this many
@@ -79,26 +81,6 @@ class Span:
 
 
 # --------------------------------------------------------------------------- geometry
-
-
-def to_mask_space(points: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Continuous pixel coordinates (top-left origin, y down) -> Blender mask space."""
-    s = float(max(width, height))
-    p = np.asarray(points, dtype=np.float64)
-    out = np.empty_like(p)
-    out[..., 0] = 0.5 + (p[..., 0] - width / 2.0) / s
-    out[..., 1] = 0.5 + (height / 2.0 - p[..., 1]) / s
-    return out
-
-
-def from_mask_space(points: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Blender mask space -> continuous pixel coordinates (inverse of `to_mask_space`)."""
-    s = float(max(width, height))
-    p = np.asarray(points, dtype=np.float64)
-    out = np.empty_like(p)
-    out[..., 0] = (p[..., 0] - 0.5) * s + width / 2.0
-    out[..., 1] = height / 2.0 - (p[..., 1] - 0.5) * s
-    return out
 
 
 def signed_area(points: np.ndarray) -> float:
@@ -484,6 +466,7 @@ def shapes_document(
     epsilon: float = 0.35,
     max_points: int = 400,
     check: bool = True,
+    known: dict | None = None,
 ) -> dict:
     """Build the shapes JSON document for the session's stored masks (see module doc).
 
@@ -492,18 +475,32 @@ def shapes_document(
     splines of every frame are rasterised back and compared with the matte; the worst
     and mean IoU go into ``quality`` (frames whose object is only specks too small to
     outline are counted in ``frames_without_shape``).
+
+    ``digests`` gives every stored frame's per-object `matte_digest`. With `known`
+    ({object id: {frame: digest}} of an earlier write) only the frames whose matte
+    changed since are outlined (``changed`` lists them per object), so the Blender side
+    can keep every other frame's keys, artist edits included.
     """
     width, height = int(session.source.width), int(session.source.height)
+    if known is not None:  # JSON keys are strings
+        known = {int(o): {int(f): str(d) for f, d in frames.items()} for o, frames in known.items()}
     wanted = [o for o in session.objects if objects is None or o.id in objects]
     rings_per_obj: dict[int, list[tuple[int, list[Ring]]]] = {o.id: [] for o in wanted}
     packed: dict[tuple[int, int], tuple] = {}
     without_shape = 0
+    digests: dict[int, dict[int, str]] = {o.id: {} for o in wanted}
+    changed: dict[int, list[int]] = {o.id: [] for o in wanted}
     for frame in session.mask_frames():
         record = session.read_mask(frame)
         if record is None:
             continue
         for o in wanted:
             m = record.labels == o.id
+            digest = matte_digest(m)
+            digests[o.id][frame] = digest
+            if known is not None and known.get(o.id, {}).get(frame) == digest:
+                continue
+            changed[o.id].append(frame)
             rings = extract_rings(m, epsilon=epsilon, min_area=4.0, exact_vertices=max_points)
             rings_per_obj[o.id].append((frame, rings))
             if not rings:
@@ -538,8 +535,11 @@ def shapes_document(
                     ],
                 }
             )
+        if known is not None:  # frames known before but gone now changed too (to nothing)
+            changed[o.id] += [int(f) for f in known.get(o.id, {}) if int(f) not in digests[o.id]]
         doc_objects.append(
-            {"id": o.id, "name": o.name, "color": [float(c) for c in o.color], "spans": doc_spans}
+            {"id": o.id, "name": o.name, "color": [float(c) for c in o.color], "spans": doc_spans,
+             "digests": {str(f): d for f, d in digests[o.id].items()}, "changed": sorted(changed[o.id])}
         )
     quality = {
         "frames_checked": len(ious),

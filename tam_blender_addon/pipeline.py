@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import Cancelled, InputError
 from .progress import Progress, RateMeter
-from .session import Box, Click, MaskRecord, Session
+from .session import Box, Click, MaskPrompt, MaskRecord, Session
 
 __all__ = ["Engine", "Progress", "Span", "plan_spans"]
 
@@ -264,22 +264,32 @@ class Engine:
         if not objs or (obj is not None and not any(p.obj == obj for p in prompts)):
             raise InputError(f"no clicks or box on frame {frame}" + (f" for object {obj}" if obj else ""))
         image = self.source.get(frame)
-        self.segmenter.set_image(image, key=self._frame_key(frame))
+        h, w = image.shape[:2]
+        if any(not isinstance(p, MaskPrompt) for p in prompts if p.obj in objs):
+            self.segmenter.set_image(image, key=self._frame_key(frame))
         masks: dict[int, np.ndarray] = {}
         scores: dict[int, float] = {}
         for o in objs:
-            pts = [p for p in prompts if p.obj == o and isinstance(p, Click)]
-            boxes = [p for p in prompts if p.obj == o and isinstance(p, Box)]
+            mine = [p for p in prompts if p.obj == o]
+            given = [i for i, p in enumerate(mine) if isinstance(p, MaskPrompt)]
+            shape = None
+            if given:  # an edited shape is the keyframe; clicks given after it refine it
+                shape = mine[given[-1]].mask(w, h)
+                mine = mine[given[-1] + 1:]
+            pts = [p for p in mine if isinstance(p, Click)]
+            boxes = [p for p in mine if isinstance(p, Box)]
+            if shape is not None and not pts and not boxes:
+                masks[o], scores[o] = shape, 1.0
+                continue
             if not pts and not boxes:
                 continue
             points = np.array([[p.x, p.y] for p in pts], np.float32) if pts else None
             labels = np.array([1 if p.positive else 0 for p in pts], np.int32) if pts else None
             box = np.array([boxes[-1].x0, boxes[-1].y0, boxes[-1].x1, boxes[-1].y1], np.float32) if boxes else None
-            res = self.segmenter.predict(points=points, labels=labels, box=box)
+            res = self.segmenter.predict(points=points, labels=labels, box=box, mask_prompt=shape)
             masks[o] = np.asarray(res.mask, bool)
             scores[o] = float(res.score)
         old = self.session.read_mask(frame)
-        h, w = image.shape[:2]
         labels_map = np.zeros((h, w), np.uint8)
         conf: dict[int, float] = {}
         if old is not None:  # objects not prompted here keep what they had on this frame

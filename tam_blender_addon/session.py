@@ -5,7 +5,7 @@ Imported inside Blender, so numpy and the standard library only. Layout (format
 
     session.json        {"format", "version", "source", "mapping", "backend", "settings"}
     objects.json        {"next_id", "objects": [{"id", "name", "color"}]}
-    prompts.json        {"prompts": [{"type": "click"|"box", ...}]}
+    prompts.json        {"prompts": [{"type": "click"|"box"|"mask", ...}]}  (mask: run lengths)
     masks/f000123.npz   labels uint8 (H, W), obj_ids int32 (K,), confidence float32 (K,), kind str
     log.jsonl           job log, one JSON object per line
     .lock               writer lock: {"pid", "host", "time", "token"}
@@ -348,7 +348,44 @@ class Box:
     y1: float
 
 
-Prompt = Click | Box
+@dataclass
+class MaskPrompt:
+    """A whole object mask given on source frame `frame` (an edited spline): run lengths, row-major.
+
+    `runs` alternates background and object pixel counts, starting with background;
+    the mask is the keyframe for `obj` on that frame, like a box or clicks are.
+    """
+
+    frame: int
+    obj: int
+    runs: list[int]
+
+    def mask(self, width: int, height: int) -> np.ndarray:
+        """The boolean (height, width) mask these runs encode."""
+        return runs_to_mask(self.runs, width, height)
+
+
+Prompt = Click | Box | MaskPrompt
+
+
+def mask_to_runs(mask: np.ndarray) -> list[int]:
+    """Row-major run lengths of a boolean mask, alternating background/object, starting with background."""
+    flat = np.asarray(mask, dtype=bool).ravel()
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], edges, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        runs.insert(0, 0)
+    return [int(r) for r in runs]
+
+
+def runs_to_mask(runs: list[int], width: int, height: int) -> np.ndarray:
+    """Inverse of `mask_to_runs`; ValueError if the runs do not cover width x height pixels."""
+    counts = np.asarray(runs, dtype=np.int64)
+    if counts.sum() != width * height or (counts < 0).any():
+        raise ValueError(f"mask runs cover {int(counts.sum())} pixels, not {width}x{height}")
+    values = np.arange(len(counts)) % 2 == 1
+    return np.repeat(values, counts).reshape(height, width)
 
 
 @dataclass
@@ -369,7 +406,7 @@ class MaskRecord:
 def _prompt_to_dict(p: Prompt) -> dict:
     """JSON form of a prompt, tagged with its type."""
     d = asdict(p)
-    d["type"] = "click" if isinstance(p, Click) else "box"
+    d["type"] = "click" if isinstance(p, Click) else "box" if isinstance(p, Box) else "mask"
     return d
 
 
@@ -381,6 +418,8 @@ def _prompt_from_dict(d: dict) -> Prompt:
         return Click(int(d["frame"]), int(d["obj"]), float(d["x"]), float(d["y"]), bool(d.get("positive", True)))
     if kind == "box":
         return Box(int(d["frame"]), int(d["obj"]), float(d["x0"]), float(d["y0"]), float(d["x1"]), float(d["y1"]))
+    if kind == "mask":
+        return MaskPrompt(int(d["frame"]), int(d["obj"]), [int(r) for r in d["runs"]])
     raise ValueError(f"unknown prompt type {kind!r}")
 
 
@@ -849,6 +888,23 @@ class Session:
             self._prompts.append(box)
             self._save_prompts()
             return box
+
+    def add_mask(self, frame: int, obj: int, mask: np.ndarray) -> MaskPrompt:
+        """Make `mask` the object's keyframe on `frame`; it replaces that object's earlier prompts there."""
+        self._check_writable()
+        with self._mutex:
+            f = self._check_frame(frame)
+            oid = self.get_object(obj).id
+            m = np.asarray(mask)
+            w, h = self.source.width, self.source.height
+            if m.shape != (h, w):
+                raise InputError(f"the mask is {m.shape[1] if m.ndim == 2 else '?'}x{m.shape[0]}, not the source's {w}x{h}")
+            if not m.any():
+                raise InputError(f"the mask for object {oid} on frame {f} is empty")
+            prompt = MaskPrompt(f, oid, mask_to_runs(m.astype(bool)))
+            self._prompts = [p for p in self._prompts if not (p.frame == f and p.obj == oid)] + [prompt]
+            self._save_prompts()
+            return prompt
 
     def prompts(self, frame: int | None = None, obj: int | None = None) -> list[Prompt]:
         """The prompts in the order given, optionally only those on `frame` and/or for `obj`."""

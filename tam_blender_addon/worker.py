@@ -16,14 +16,14 @@ Commands (params; ``?`` = optional) and their result data:
   ``add_object{name?, color?, obj_id?}``, ``remove_object{obj}``, ``update_object{obj, name?,
   color?}``, ``add_click{frame, obj,
   x, y, positive?}``, ``add_box{frame, obj, x0, y0, x1, y1}``, ``clear_prompts{frame,
-  obj?}``, ``undo_prompt{frame, obj?}``; ``embed{frame}``; ``segment{frame, obj?}`` ->
+  obj?}``, ``undo_prompt{frame, obj?}``, ``add_mask{frame, obj, runs}``; ``embed{frame}``; ``segment{frame, obj?}`` ->
   frame, obj_ids, confidence, areas, kind (the mask itself is in the session);
   ``cancel{req?}`` -> cancelled, req; ``shutdown`` -> bye; ``_noise{lines?}`` (diagnostics:
   prints junk to stdout/stderr).
 * long jobs, one at a time, in a job thread (progress events, then the result: cmd, done,
   total, progress_events, seconds): ``track{start?, end?, direction?}``,
   ``refine{frames?}``, ``inpaint{objects, out, dilate?, feather?, frames?}``,
-  ``export{format, out, frames?}``, ``shapes{out}``.
+  ``export{format, out, frames?}``, ``shapes{out, known?}``.
 
 The worker is the session's single writer (it holds the lock), so object and prompt
 edits go through it too; the Blender side follows with a read-only `Session`. Engine
@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import Cancelled, SessionError, TamError, as_user_error
+from .errors import Cancelled, InputError, SessionError, TamError, as_user_error
 from .protocol import (
     PROTOCOL_VERSION,
     LineReader,
@@ -190,6 +190,7 @@ _OPT_RGB: Check = ("three numbers or null", lambda v: v is None or (isinstance(v
                                                                    and all(_NUM[1](c) for c in v)))
 _INT_LIST: Check = ("a list of integers", lambda v: isinstance(v, list) and all(_INT[1](x) for x in v))
 _OPT_INT_LIST: Check = ("a list of integers or null", lambda v: v is None or _INT_LIST[1](v))
+_OPT_DICT: Check = ("an object or null", lambda v: v is None or isinstance(v, dict))
 
 # command -> {param: (check, required)}
 PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
@@ -223,7 +224,8 @@ PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
     "inpaint": {"objects": (_INT_LIST, True), "out": (_STR, True), "dilate": (_INT, False),
                 "feather": (_INT, False), "frames": (_OPT_INT_LIST, False)},
     "export": {"format": (_STR, True), "out": (_STR, True), "frames": (_OPT_INT_LIST, False)},
-    "shapes": {"out": (_STR, True)},
+    "shapes": {"out": (_STR, True), "known": (_OPT_DICT, False)},
+    "add_mask": {"frame": (_INT, True), "obj": (_INT, True), "runs": (_INT_LIST, True)},
     "cancel": {"req": (_OPT_INT, False)},
     "shutdown": {},
     "_noise": {"lines": (_INT, False)},
@@ -571,6 +573,21 @@ class Worker:
         undone = self._writable_session("undo_prompt").undo_prompt(frame, obj)
         return {"frame": frame, "undone": undone is not None}
 
+    def cmd_add_mask(self, rid: int, /, frame: int, obj: int, runs: list[int]) -> dict[str, Any]:
+        """Make a whole mask (run lengths, e.g. an edited spline) the object's keyframe on `frame`."""
+        from .session import runs_to_mask
+        from .spline_raster import matte_digest
+
+        session = self._writable_session("add_mask")
+        try:
+            mask = runs_to_mask(runs, session.source.width, session.source.height)
+        except ValueError as exc:
+            raise InputError(f"add_mask: {exc}") from None
+        session.add_mask(frame, obj, mask)
+        rec = self._need_engine("add_mask").segment(frame, obj)
+        stored = rec.labels == obj
+        return {"frame": frame, "obj": obj, "area": int(stored.sum()), "digest": matte_digest(stored)}
+
     def cmd_embed(self, rid: int, /, frame: int) -> dict[str, Any]:
         """Warm the segmenter's embedding of `frame` so the first click answers at once."""
         self._refuse_if_busy("embed")
@@ -659,7 +676,7 @@ class Worker:
                 from .matte_shapes import write_shapes
             except ImportError as exc:
                 raise TamError(f"shapes: the mask-shape writer is not available in this build ({exc})") from None
-            return write_shapes(self.session, params["out"])
+            return write_shapes(self.session, params["out"], known=params.get("known"))
         raise ProtocolError(f"unknown long job {job.cmd!r}")
 
     def _run_job(self, job: Job, params: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
 """Where a click in the sequencer preview lands in the source image (plain math, no bpy).
 
 The preview draws the render canvas centred on the view origin, one view unit per
-render pixel. A strip's image is first fitted into the canvas (Fit, Fill, Stretch or
+render pixel. (The Movie Clip Editor's main region is simpler: its view spans the
+clip's frame from (0, 0) at the bottom-left to (W * aspect_x, H * aspect_y), see
+`placement_from_clip`.) A strip's image is first fitted into the canvas (Fit, Fill, Stretch or
 Original size), then flipped, scaled and rotated about its origin, then offset. These
 functions invert that chain so a click becomes source pixels (origin top-left, y down),
 and run it forwards for drawing masks and points over the preview.
@@ -115,3 +117,27 @@ def placement_from_strip(strip, scene, src_w: int, src_h: int) -> Placement:
         rotation=float(getattr(t, "rotation", 0.0)), origin=(float(origin[0]), float(origin[1])),
         flip_x=bool(getattr(strip, "use_flip_x", False)), flip_y=bool(getattr(strip, "use_flip_y", False)),
     )
+
+
+def clip_view_aspect(display_aspect: tuple[float, float], pixel_aspect: float = 1.0) -> tuple[float, float]:
+    """View units per clip pixel (x, y) in the Movie Clip Editor: the display aspect, the smaller one 1.
+
+    Blender's ``ED_space_clip_get_aspect``: ``aspy = aspect_y / aspect_x / pixel_aspect``
+    with ``aspx = 1``, then both divided by the smaller.
+    """
+    ax, ay = 1.0, float(display_aspect[1]) / float(display_aspect[0]) / float(pixel_aspect or 1.0)
+    return (ax / ay, 1.0) if ax >= ay else (1.0, ay / ax)
+
+
+def placement_from_clip(clip, src_w: int, src_h: int) -> Placement:
+    """The Placement of a movie clip in the Movie Clip Editor's main region (duck-typed clip).
+
+    The editor's View2D puts the frame's bottom-left corner at view (0, 0) and stretches
+    it by the display aspect, so clip pixel (x, y) sits at view (x * ax, (H - y) * ay).
+    """
+    pixel_aspect = float(getattr(getattr(getattr(clip, "tracking", None), "camera", None), "pixel_aspect", 1.0))
+    ax, ay = clip_view_aspect(tuple(getattr(clip, "display_aspect", (1.0, 1.0))), pixel_aspect)
+    w, h = src_w * ax, src_h * ay
+    return Placement(src_w=src_w, src_h=src_h, render_w=round(w), render_h=round(h), fit="STRETCH",
+                     offset_x=w / 2.0, offset_y=h / 2.0, scale_x=w / round(w) if round(w) else 1.0,
+                     scale_y=h / round(h) if round(h) else 1.0)

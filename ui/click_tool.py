@@ -1,4 +1,4 @@
-"""The click tool: click or drag on the sequencer preview to prompt the active object.
+"""The click tool: click or drag on the sequencer preview (or the Clip Editor) to prompt the active object.
 
 Left click = positive point, Shift+click or right click = negative point, left drag =
 box, Esc or Enter = done. Mouse positions go through `click_map.region_to_source`, the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import bpy
 
 from ..operators.session_ops import find_strip
-from .click_map import Placement, inside_source, placement_from_strip, region_to_source
+from .click_map import Placement, inside_source, placement_from_clip, placement_from_strip, region_to_source
 
 DRAG_PX = 6  # a press and release further apart than this is a box
 
@@ -25,12 +25,13 @@ def _prompt(op, **props) -> None:
 
 
 def preview_region_at(context, mouse_x: int, mouse_y: int):
-    """(area, region) of the sequencer preview under the window position, or (None, None)."""
+    """(area, region) of the sequencer preview or the Clip Editor's main region under the window position."""
     for area in context.screen.areas:
-        if area.type != "SEQUENCE_EDITOR":
+        if area.type not in ("SEQUENCE_EDITOR", "CLIP_EDITOR"):
             continue
+        wanted = "PREVIEW" if area.type == "SEQUENCE_EDITOR" else "WINDOW"
         for region in area.regions:
-            if region.type == "PREVIEW" and (
+            if region.type == wanted and (
                 region.x <= mouse_x < region.x + region.width and region.y <= mouse_y < region.y + region.height
             ):
                 return area, region
@@ -60,8 +61,14 @@ class TAM_OT_click_tool(bpy.types.Operator):
             return False
         return not bpy.app.background
 
-    def _placement(self, context) -> Placement | None:
+    def _placement(self, context, area=None) -> Placement | None:
         state = context.scene.tam
+        if state.clip_name or (area is not None and area.type == "CLIP_EDITOR"):
+            clip = bpy.data.movieclips.get(state.clip_name)
+            shown = area.spaces.active.clip if area is not None and area.type == "CLIP_EDITOR" else clip
+            if clip is None or shown != clip:
+                return None  # clicks count only on the session's clip, in its own editor
+            return placement_from_clip(clip, state.source_width, state.source_height)
         strip = find_strip(context.scene, state.strip_name)
         if strip is None:
             return None
@@ -70,7 +77,7 @@ class TAM_OT_click_tool(bpy.types.Operator):
     def _to_source(self, context, event) -> tuple[float, float, bool] | None:
         """(x, y, inside the image) in source pixels under the mouse; None off the preview."""
         area, region = preview_region_at(context, event.mouse_x, event.mouse_y)
-        place = self._placement(context)
+        place = self._placement(context, area)
         if region is None or place is None:
             return None
         rx, ry = event.mouse_x - region.x, event.mouse_y - region.y

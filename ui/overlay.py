@@ -1,4 +1,4 @@
-"""Masks in object colours and the clicks, drawn over the sequencer preview (gpu module).
+"""Masks in object colours and the clicks, drawn over the sequencer preview and the Clip Editor (gpu module).
 
 The draw handler is added on register but never in background mode; shaders, textures
 and batches are created lazily on the first draw (the gpu module cannot make them
@@ -13,12 +13,13 @@ import bpy
 import numpy as np
 
 from ..operators.session_ops import find_strip, strip_mapping
-from .click_map import placement_from_strip, source_to_view
+from .click_map import placement_from_clip, placement_from_strip, source_to_view
 
 MAX_TEXTURE_SIDE = 640  # the overlay is a preview: masks are shown at most this large
 ALPHA = 0.45
 
 _handle = None
+_clip_handle: list = [None]  # the Movie Clip Editor's main region draws the overlay too
 _cache: dict = {"key": None, "texture": None}
 _sessions: dict = {}
 
@@ -81,6 +82,26 @@ def _texture(state, path: str, src: int):
     return texture
 
 
+def shown_frame(space, scene, state):
+    """(source frame, Placement) of the session's picture in the editor being drawn, or None."""
+    frame = scene.frame_current
+    if getattr(space, "type", "") == "CLIP_EDITOR":
+        clip = bpy.data.movieclips.get(state.clip_name) if state.clip_name else None
+        if clip is None or space.clip != clip:
+            return None
+        src = frame - int(clip.frame_start) + int(clip.frame_offset)  # follows the clip if it was moved
+        if not 0 <= src < state.source_frames:
+            return None
+        return src, placement_from_clip(clip, state.source_width, state.source_height)
+    if state.clip_name:
+        return None
+    strip = find_strip(scene, state.strip_name)
+    if strip is None or not strip.frame_final_start <= frame < strip.frame_final_end:
+        return None
+    src = strip_mapping(strip).scene_to_source(frame)  # follows the strip if it was moved
+    return src, placement_from_strip(strip, scene, state.source_width, state.source_height)
+
+
 def draw() -> None:
     """Draw handler (POST_VIEW of the sequencer preview): mask texture, then the clicks."""
     context = bpy.context
@@ -88,16 +109,14 @@ def draw() -> None:
     state = getattr(scene, "tam", None)
     if state is None or not state.session_path or not state.objects:
         return
-    frame = scene.frame_current
-    strip = find_strip(scene, state.strip_name)
-    if strip is None or not strip.frame_final_start <= frame < strip.frame_final_end:
+    shown = shown_frame(context.space_data, scene, state)
+    if shown is None:
         return
+    src, place = shown
     import gpu
     from gpu_extras.batch import batch_for_shader
 
     path = bpy.path.abspath(state.session_path)
-    src = strip_mapping(strip).scene_to_source(frame)  # follows the strip if it was moved
-    place = placement_from_strip(strip, scene, state.source_width, state.source_height)
     try:
         texture = _texture(state, path, src)
     except Exception as exc:  # noqa: BLE001 - a damaged mask must not break drawing
@@ -120,7 +139,7 @@ def draw() -> None:
             continue
         if hasattr(p, "positive"):
             (pos if p.positive else neg).append(source_to_view(place, p.x, p.y))
-        else:
+        elif hasattr(p, "x0"):  # a box (a mask prompt shows as the mask itself)
             boxes.append([source_to_view(place, x, y) for x, y in
                           ((p.x0, p.y0), (p.x1, p.y0), (p.x1, p.y1), (p.x0, p.y1))])
     shader = gpu.shader.from_builtin("UNIFORM_COLOR")
@@ -150,6 +169,7 @@ def register() -> None:
     if bpy.app.background or _handle is not None:
         return
     _handle = bpy.types.SpaceSequenceEditor.draw_handler_add(draw, (), "PREVIEW", "POST_VIEW")
+    _clip_handle[0] = bpy.types.SpaceClipEditor.draw_handler_add(draw, (), "WINDOW", "POST_VIEW")
 
 
 def unregister() -> None:
@@ -158,6 +178,9 @@ def unregister() -> None:
     if _handle is not None:
         bpy.types.SpaceSequenceEditor.draw_handler_remove(_handle, "PREVIEW")
         _handle = None
+    if _clip_handle[0] is not None:
+        bpy.types.SpaceClipEditor.draw_handler_remove(_clip_handle[0], "WINDOW")
+        _clip_handle[0] = None
     _cache.update(key=None, texture=None)
     for s in _sessions.values():
         s.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import bpy
 
 from ..operators import runtime, setup
+from ..operators.mask_edits import draw_edit_buttons
 from ..tam_blender_addon.progress import format_eta
 
 MAX_KEYFRAME_ROWS = 40  # the keyframe list is a summary; more rows would bury the panel
@@ -78,7 +79,7 @@ class _Main:
         state = context.scene.tam
         if not state.session_path:
             layout.label(text=setup.status_line(runtime.settings(context)), icon="INFO")
-            layout.label(text="Select a movie or image strip, then:")
+            layout.label(text="Select a movie or image strip (or open a clip here), then:")
             row = layout.row(align=True)
             row.operator("tam.session_new", text="New Session (Neural)").backend = "NEURAL"
             row.operator("tam.session_new", text="Classic").backend = "CLASSIC"
@@ -193,6 +194,7 @@ class _Track(_Child):
         row.operator("tam.track", text="Backward", icon="TRIA_LEFT").direction = "BACKWARD"
         row.operator("tam.track", text="Both").direction = "BOTH"
         row.operator("tam.track", text="Forward", icon="TRIA_RIGHT").direction = "FORWARD"
+        draw_edit_buttons(layout, context)
         view = runtime.session_view(state)
         if view is not None:
             col = layout.column(align=True)
@@ -241,4 +243,6 @@ def panel_classes(space_type: str, prefix: str) -> tuple[type, ...]:
     return tuple(out)
 
 
-CLASSES = (TAM_UL_objects, TAM_UL_doubtful, *panel_classes("SEQUENCE_EDITOR", "SEQUENCER"))
+# the same panels in the sequencer and in the Movie Clip Editor (where compositors work)
+CLASSES = (TAM_UL_objects, TAM_UL_doubtful, *panel_classes("SEQUENCE_EDITOR", "SEQUENCER"),
+           *panel_classes("CLIP_EDITOR", "CLIP"))
