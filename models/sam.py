@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tam_blender_addon.errors import InputError, WeightsError
+from ..errors import InputError, WeightsError
 from .protocols import SegmentResult
 
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..tam_blender_addon.errors import Cancelled, InputError, WeightsError
+from ..errors import Cancelled, InputError, WeightsError
 
 ENV_DIR = "TAM_WEIGHTS_DIR"
 CHUNK = 1 << 20

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from ...tam_blender_addon.errors import InputError
+from ...errors import InputError
 from .network import InpaintGenerator, build_generator
 from .procedure import accumulate, composite, masked_input, neighbor_ids, pred_to_255, ref_ids
 

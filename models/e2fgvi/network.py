@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
-from ...tam_blender_addon.errors import WeightsError
+from ...errors import WeightsError
 from ..checkpoint import check_state_dict, load_state_dict_file
 from ..synthetic import synthetic_state_dict
 from .spynet import SPyNet, flow_warp

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...tam_blender_addon.errors import InputError
+from ...errors import InputError
 from ..protocols import TrackResult
 from .inference import DEFAULT_CONFIG, InferenceCore
 from .network import load_network
