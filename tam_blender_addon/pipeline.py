@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.backends import Backend, BackendConfig, get_backend
+from ..models.protocols import Inpainter, Propagator, Refiner, Segmenter, TrackResult
 from .errors import Cancelled, InputError
 from .progress import Progress, RateMeter
 from .session import Box, Click, MaskRecord, Session
@@ -91,13 +93,6 @@ def plan_spans(keyframes: list[int], start: int, end: int, direction: str = "bot
     return spans
 
 
-class _NoProbs:
-    """Stands for a tracker result without probabilities (refining stored masks)."""
-
-    probs = None
-    obj_ids: list[int] = []
-
-
 def _labels_hash(rec: MaskRecord) -> str:
     h = hashlib.sha1(np.ascontiguousarray(rec.labels).tobytes())
     h.update(np.asarray(sorted(rec.obj_ids), np.int32).tobytes())
@@ -114,7 +109,7 @@ def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
 
 
 class Engine:
-    """One session's engine: owns the frame source and the (lazily built) backends."""
+    """One session's engine: owns the frame source and the backends, built lazily from the table."""
 
     def __init__(
         self,
@@ -129,22 +124,23 @@ class Engine:
         half: bool | None = None,
     ) -> None:
         self.session = session
-        self.backend = (backend or session.backend or "classic").lower()
-        if self.backend not in ("classic", "neural"):
-            raise InputError(f"backend must be classic or neural, not {self.backend!r}")
+        self.spec: Backend = get_backend(backend or session.backend or "classic")
+        self.backend = self.spec.kind
         self.device = device
         self.weights = weights
         self.sam_model = sam_model
         self.weights_dir = weights_dir
-        self.refine_enabled = (self.backend == "neural") if refine is None else bool(refine)
+        self.refine_enabled = self.spec.refine_by_default if refine is None else bool(refine)
         self.refine_below = REFINE_BELOW
         # fp16 tracking and removal on the GPU (no effect on the CPU): the session's setting
         # (Blender's "Half Precision" preference) unless the caller says otherwise
         self.half = bool((session.settings or {}).get("half_precision", False)) if half is None else bool(half)
         self._source = None
-        self._segmenter = None
-        self._propagator = None
-        self._inpainter = None
+        self._config: BackendConfig | None = None
+        self._segmenter: Segmenter | None = None
+        self._propagator: Propagator | None = None
+        self._refiner: Refiner | None = None
+        self._inpainter: Inpainter | None = None
 
     # ----------------------------------------------------------------- resources
     @property
@@ -162,57 +158,46 @@ class Engine:
             self._source.close()
             self._source = None
 
-    def _weights_for(self, name: str):
-        if self.weights == "synthetic":
-            return "synthetic"
-        from ..models.weights import resolve
-
-        return resolve(name, cache_dir=self.weights_dir)
+    @property
+    def config(self) -> BackendConfig:
+        """What the backend factories are built from (made once, on first use)."""
+        if self._config is None:
+            self._config = BackendConfig(
+                device=self.device, weights=self.weights, weights_dir=self.weights_dir, sam_model=self.sam_model,
+                half=self.half, tracker=self._xmem_settings() if self.spec.neural else {},
+                return_probs=self.refine_enabled,
+            )
+        return self._config
 
     @property
     def synthetic(self) -> bool:
         """True when the neural backends run on the synthetic (meaningless) weights."""
-        return self.backend == "neural" and self.weights == "synthetic"
+        return self.spec.neural and self.weights == "synthetic"
 
     def backend_label(self) -> str:
         """Which backend runs, in words, for logs and the user."""
-        if self.backend == "classic":
-            return "classic (weight-free OpenCV: GrabCut, optical flow, flow-guided inpainting)"
-        label = f"neural (SAM {self.sam_model}, XMem, E2FGVI-HQ)"
-        if self.synthetic:
-            label += " with SYNTHETIC weights: output is meaningless, for testing only"
-        return label
+        return self.spec.describe(self.config)
 
     @property
-    def segmenter(self):
+    def segmenter(self) -> Segmenter:
+        """The backend's click segmenter (built on first use)."""
         if self._segmenter is None:
-            if self.backend == "classic":
-                from ..models.classic import ClassicSegmenter
-
-                self._segmenter = ClassicSegmenter()
-            else:
-                from ..models.sam import SamSegmenter
-
-                self._segmenter = SamSegmenter(
-                    self.sam_model, weights=self._weights_for(f"sam_{self.sam_model}"), device=self.device
-                )
+            self._segmenter = self.spec.segmenter(self.config)
         return self._segmenter
 
     @property
-    def propagator(self):
+    def propagator(self) -> Propagator:
+        """The backend's tracker (built on first use)."""
         if self._propagator is None:
-            if self.backend == "classic":
-                from ..models.classic import ClassicPropagator
-
-                self._propagator = ClassicPropagator()
-            else:
-                from ..models.xmem.propagator import XMemPropagator
-
-                self._propagator = XMemPropagator(
-                    self._weights_for("xmem"), device=self.device, return_probs=self.refine_enabled,
-                    fast=self.half, **self._xmem_settings(),
-                )
+            self._propagator = self.spec.propagator(self.config)
         return self._propagator
+
+    @property
+    def refiner(self) -> Refiner:
+        """The backend's refiner over its segmenter (built on first use)."""
+        if self._refiner is None:
+            self._refiner = self.spec.refiner(self.config, self.segmenter)
+        return self._refiner
 
     def _xmem_settings(self) -> dict:
         """Tracker settings the user chose (Blender preferences, stored with the session)."""
@@ -229,17 +214,10 @@ class Engine:
         return out
 
     @property
-    def inpainter(self):
+    def inpainter(self) -> Inpainter:
+        """The backend's object remover (built on first use)."""
         if self._inpainter is None:
-            if self.backend == "classic":
-                from ..models.classic import ClassicInpainter
-
-                self._inpainter = ClassicInpainter()
-            else:
-                from ..models.e2fgvi.inpainter import E2FGVIInpainter
-
-                self._inpainter = E2FGVIInpainter(self._weights_for("e2fgvi_hq"), device=self.device,
-                                                  precision="fp16" if self.half else "fp32")
+            self._inpainter = self.spec.inpainter(self.config)
         return self._inpainter
 
     def _check_frame(self, frame: int) -> None:
@@ -357,7 +335,7 @@ class Engine:
         cfg: dict = {"refine": self.refine_enabled}
         if self.refine_enabled:
             cfg["refine_below"] = self.refine_below
-        if self.backend == "neural":
+        if self.spec.neural:
             cfg.update(self._xmem_settings(), weights="synthetic" if self.synthetic else "official", half=self.half)
             if self.refine_enabled:
                 cfg["sam"] = self.sam_model
@@ -387,7 +365,7 @@ class Engine:
                   meter: RateMeter, counts: dict, should_stop: StopFn, job: str) -> Iterator[Progress]:
         prop = self.propagator
         prop.reset()
-        if sp.other is not None and self.backend == "neural":
+        if sp.other is not None and self.spec.far_keyframe_memory:
             far = keyrecs[sp.other]
             prop.add_reference(self.source.get(sp.other), far.labels, far.obj_ids)
         key = keyrecs[sp.key]
@@ -413,7 +391,8 @@ class Engine:
             conf = {int(k): float(v) for k, v in res.confidence.items()}
             kind = "tracked"
             if self.refine_enabled:
-                labels, conf, n_ref = self._refine(f, image, labels, conf, res, counts)
+                res = TrackResult(labels, conf, res.probs, list(res.obj_ids))
+                labels, conf, n_ref = self._refine(f, image, res, counts)
                 if n_ref:
                     prop.correct(labels)
                     counts["refined"] += n_ref
@@ -452,42 +431,27 @@ class Engine:
             out_conf[o] = conf.get(o, 0.0) if here else other.confidence.get(o, 0.0)
         return out, out_conf
 
-    def _refine(self, f: int, image: np.ndarray, labels: np.ndarray, conf: dict[int, float], res,
-                counts: dict):
+    def _refine(self, f: int, image: np.ndarray, res: TrackResult, counts: dict):
         """Paper step 3: SAM on the tracker's coarse mask where confidence drops.
 
         Returns the new labels and confidences and how many objects were refined;
         `counts` gains the tries (refine_tried) for the job log.
         """
+        labels, conf = res.labels, res.confidence
         weak = [o for o, c in conf.items() if c < self.refine_below and (labels == o).sum() >= 16]
         if not weak:
             return labels, conf, 0
-        from .refine import derive_prompts, masks_consistent
-
-        seg = self.segmenter
-        seg.set_image(image, key=self._frame_key(f))
+        accepted = self.refiner.refine(image, res, weak, key=self._frame_key(f))
         out = labels.copy()
         new_conf = dict(conf)
-        n = 0
-        for o in weak:
-            coarse = labels == o
-            prob = None
-            if res.probs is not None and o in res.obj_ids:
-                prob = res.probs[res.obj_ids.index(o) + 1]
-            points, plabels = derive_prompts(coarse, labels, prob)
-            if points is None:
-                continue
-            r = seg.predict(points=points, labels=plabels, mask_prompt=coarse)
+        for o, r in accepted.items():
             refined = np.asarray(r.mask, bool)
-            if not masks_consistent(coarse, refined):
-                continue
             out[(out == o) & ~refined] = 0
             out[refined & ((out == 0) | (out == o))] = o
             new_conf[o] = max(conf[o], float(r.score) * 0.5 + conf[o] * 0.5)
-            n += 1
         counts["refine_tried"] += len(weak)
-        self.session.log("refine", frame=f, objects=weak, accepted=n)
-        return out, new_conf, n
+        self.session.log("refine", frame=f, objects=weak, accepted=len(accepted))
+        return out, new_conf, len(accepted)
 
     def refine(self, frames: list[int] | None = None, should_stop: StopFn = None) -> Iterator[Progress]:
         """Run SAM refinement on stored tracked masks (default: the doubtful frames)."""
@@ -503,7 +467,7 @@ class Engine:
                 yield meter.progress("refine", frame=f)
                 continue
             image = self.source.get(f)
-            labels, conf, n = self._refine(f, image, rec.labels, dict(rec.confidence), _NoProbs, counts)
+            labels, conf, n = self._refine(f, image, TrackResult(rec.labels, dict(rec.confidence)), counts)
             if n:
                 counts["refined"] += n
                 self.session.write_mask(f, labels, conf, kind="refined")
@@ -592,7 +556,7 @@ class Engine:
         stats = [e.stat() for e in os.scandir(self.session.path / "masks") if e.name.endswith(".npz")] \
             if (self.session.path / "masks").is_dir() else []
         key = hashlib.sha1(json.dumps([
-            sorted(objects), dilate, feather, self.backend, self.weights, self.backend == "neural" and self.half,
+            sorted(objects), dilate, feather, self.backend, self.weights, self.spec.neural and self.half,
             frames[0], frames[-1], len(frames),
             len(stats), sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0),
         ]).encode()).hexdigest()
