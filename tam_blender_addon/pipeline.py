@@ -33,7 +33,7 @@ import numpy as np
 
 from ..models.backends import Backend, BackendConfig, get_backend
 from ..models.protocols import Inpainter, Propagator, Refiner, Segmenter, TrackResult
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, TamError
 from .progress import Progress, RateMeter
 from .session import Box, Click, MaskRecord, Session
 
@@ -479,14 +479,33 @@ class Engine:
         return self.session.doubtful_frames(threshold)
 
     # ----------------------------------------------------------------- outputs
-    def export(self, fmt: str, out: str, frames: list[int] | None = None) -> Iterator[Progress]:
+    def export(self, fmt: str, out: str, frames: list[int] | None = None,
+               should_stop: StopFn = None) -> Iterator[Progress]:
         """Write mattes as png / labels / exr; one Progress per frame written."""
         from .export import export_masks
 
         frames = list(range(self.session.source.num_frames)) if frames is None else frames
         meter = RateMeter(len(frames))
-        for f in export_masks(self.session, fmt, out, frames=frames):
-            yield meter.progress("export", frame=f)
+        writer = export_masks(self.session, fmt, out, frames=frames)
+        try:
+            for f in writer:
+                yield meter.progress("export", frame=f)
+                if should_stop is not None and should_stop() and meter.done < meter.total:
+                    raise Cancelled(f"export cancelled after frame {f}; finished frames are kept")
+        finally:
+            writer.close()
+
+    def shapes(self, out: str, should_stop: StopFn = None) -> Iterator[Progress]:
+        """Write the Mask-shapes file of every object (one step); its summary is the return value."""
+        if should_stop is not None and should_stop():
+            raise Cancelled("shapes cancelled before it started; nothing was written")
+        try:
+            from .matte_shapes import write_shapes
+        except ImportError as exc:
+            raise TamError(f"shapes: the mask-shape writer is not available in this build ({exc})") from None
+        summary = write_shapes(self.session, out)
+        yield RateMeter(1).progress("shapes", message=str(out))
+        return summary
 
     def inpaint(
         self,
