@@ -335,12 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sam-model", default="vit_h", choices=["vit_b", "vit_l", "vit_h"])
     p.set_defaults(func=cmd_bench)
 
-    try:
-        from ..models.weights import add_weights_parser
-    except ImportError:
-        add_weights_parser = None
-    if add_weights_parser is not None:
-        add_weights_parser(sub)
+    from .cli_weights import add_weights_parser
+
+    add_weights_parser(sub)
     return ap
 
 

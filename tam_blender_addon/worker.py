@@ -9,7 +9,9 @@ Commands (params; ``?`` = optional) and their result data:
 
 * short, answered on the main thread:
   ``hello`` -> protocol, worker, pid, python, executable, platform, torch, cuda, devices
-  [{id, name}]; ``create_session{path, source, scene_start?, source_start?, length?,
+  [{id, name}]; ``weights{dir?}`` -> folder, sam_names{vit_b: registry name, ...},
+  checkpoints [{name, filename, kind, size, sha256, installed, path, page, note}];
+  ``create_session{path, source, scene_start?, source_start?, length?,
   backend?, device?, weights?, weights_dir?, sam_model?, refine?, half?, log?}`` and
   ``open_session{path, backend?, ...same engine options..., log?}`` -> path, backend,
   backend_label, synthetic, source{...}, objects, mask_frames; ``close_session``;
@@ -200,6 +202,7 @@ _OPT_INT_LIST: Check = ("a list of integers or null", lambda v: v is None or _IN
 # command -> {param: (check, required)}
 PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
     "hello": {},
+    "weights": {"dir": (_OPT_STR, False)},
     "open_session": {
         "path": (_STR, True), "backend": (_OPT_STR, False), "device": (_STR, False),
         "weights": (_STR, False), "weights_dir": (_OPT_STR, False), "sam_model": (_STR, False),
@@ -463,6 +466,12 @@ class Worker:
         """Protocol version, worker version, Python, torch, CUDA and devices."""
         info = runtime_info()
         return {"protocol": PROTOCOL_VERSION, "worker": worker_version(), "pid": os.getpid(), **info}
+
+    def cmd_weights(self, rid: int, /, dir: str | None = None) -> dict[str, Any]:
+        """The checkpoint registry: folder, and per checkpoint its file, size, sha256 and whether installed."""
+        from ..models.weights import registry_state
+
+        return registry_state(dir)
 
     def cmd_open_session(self, rid: int, /, path: str, log: str | None = None, **options: Any) -> dict[str, Any]:
         """Open the session at `path` and build its engine (backend, device, weights...)."""
