@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..errors import Cancelled, InputError, WeightsError
 
 ENV_DIR = "TAM_WEIGHTS_DIR"
@@ -200,11 +201,8 @@ def _read_sidecar(p: Path) -> dict | None:
 
 
 def _write_sidecar(p: Path, sha256: str, size: int, url: str, published: bool) -> None:
-    side = sidecar_path(p)
-    tmp = side.with_name(side.name + ".tmp")
     data = {"sha256": sha256, "size": size, "url": url, "published": published, "recorded": time.time()}
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, side)
+    atomic_write(sidecar_path(p), json.dumps(data, indent=1).encode("utf-8"))
 
 
 def _check_hashes(ckpt: Checkpoint, size: int, sha256: str, md5: str | None) -> tuple[str, str] | None:

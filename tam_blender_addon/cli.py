@@ -78,7 +78,7 @@ def _open_or_create_session(video: str, session_dir: str, backend: str | None):
     from .session import Session
 
     sdir = Path(session_dir)
-    if (sdir / "session.json").exists():
+    if Session.exists(sdir):
         session = Session.open(sdir)
         want = str(Path(video).resolve())
         if str(Path(session.source.path).resolve()) != want:

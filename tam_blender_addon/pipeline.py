@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..models.backends import Backend, BackendConfig, get_backend
 from ..models.protocols import Inpainter, Propagator, Refiner, Segmenter, TrackResult
 from .errors import Cancelled, InputError, TamError
@@ -572,12 +573,9 @@ class Engine:
         The key covers the job's settings and every stored mask (count, sizes, newest
         write): re-tracking or correcting invalidates the earlier frames, a crash does not.
         """
-        stats = [e.stat() for e in os.scandir(self.session.path / "masks") if e.name.endswith(".npz")] \
-            if (self.session.path / "masks").is_dir() else []
         key = hashlib.sha1(json.dumps([
             sorted(objects), dilate, feather, self.backend, self.weights, self.spec.neural and self.half,
-            frames[0], frames[-1], len(frames),
-            len(stats), sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0),
+            frames[0], frames[-1], len(frames), *self.session.masks_stamp(),
         ]).encode()).hexdigest()
         stamp = frame_dir / ".tam_inpaint_key"
         if not stamp.is_file() or stamp.read_text().strip() != key:
@@ -604,10 +602,10 @@ def _feather(orig: np.ndarray, filled: np.ndarray, mask: np.ndarray, px: int) ->
 def _write_png_atomic(path: Path, rgb: np.ndarray) -> None:
     import cv2
 
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path} (disk full or no permission?)")
-    os.replace(tmp, path)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    atomic_write(path, buf.tobytes(), sync_dir=False)
 
 
 def _encode_mp4(frame_dir: Path, frames: list[int], out: Path, fps: float) -> None:

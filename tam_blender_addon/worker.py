@@ -14,7 +14,9 @@ Commands (params; ``?`` = optional) and their result data:
   ``create_session{path, source, scene_start?, source_start?, length?,
   backend?, device?, weights?, weights_dir?, sam_model?, refine?, half?, log?}`` and
   ``open_session{path, backend?, ...same engine options..., log?}`` -> path, backend,
-  backend_label, synthetic, source{...}, objects, mask_frames; ``close_session``;
+  backend_label, synthetic, source{...}, objects, mask_frames, settings (the session's
+  tracker settings: max_resolution, mem_every, max_memory_frames, half_precision; null =
+  default), engine{device, half, refine, sam_model, weights}; ``close_session``;
   ``add_object{name?, color?, obj_id?}``, ``remove_object{obj}``, ``add_click{frame, obj,
   x, y, positive?}``, ``add_box{frame, obj, x0, y0, x1, y1}``, ``clear_prompts{frame,
   obj?}``, ``undo_prompt{frame, obj?}``; ``embed{frame}``; ``segment{frame, obj?}`` ->
@@ -523,6 +525,9 @@ class Worker:
                        "fps": src.fps, "num_frames": src.num_frames},
             "objects": [{"id": o.id, "name": o.name, "color": list(o.color)} for o in session.objects],
             "mask_frames": len(session.mask_frames()),
+            "settings": session.tracker_settings(),
+            "engine": {"device": engine.device, "half": engine.half, "refine": engine.refine_enabled,
+                       "sam_model": engine.sam_model, "weights": engine.weights},
         }
 
     def cmd_close_session(self, rid: int, /) -> dict[str, Any]:

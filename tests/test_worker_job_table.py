@@ -118,3 +118,12 @@ def test_shutdown_waits_for_the_job_before_closing_the_session(served, monkeypat
     ends = {e.req: e for e in _events(stream) if e.kind in ("result", "error")}
     assert ends[30].data["error"] == "Cancelled" and ends[31].data == {"bye": True}
     assert "traceback" not in ends[30].data  # no write into a closed session
+
+
+def test_session_info_shows_the_sessions_tracker_settings(served) -> None:
+    w, stream = served
+    opened = _events(stream)[0].data
+    assert opened["settings"] == {"max_resolution": None, "mem_every": None, "max_memory_frames": None,
+                                  "half_precision": None}
+    assert opened["engine"] == {"device": "auto", "half": False, "refine": False, "sam_model": "vit_b",
+                                "weights": "official"}
