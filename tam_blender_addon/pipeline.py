@@ -41,6 +41,7 @@ from .session import Box, Click, MaskRecord, Session
 __all__ = ["Engine", "Progress", "Span", "plan_spans"]
 
 StopFn = Callable[[], bool] | None
+LEDGER_EVERY = 256  # the span ledger is compacted at least every this many logged frames
 REFINE_BELOW = 0.6  # confidence under which SAM refines the tracker's mask
 DOUBTFUL_BELOW = 0.5  # confidence under which a frame is flagged for the user
 
@@ -92,6 +93,18 @@ def plan_spans(keyframes: list[int], start: int, end: int, direction: str = "bot
     if fwd and keys[-1] < end:
         spans.append(Span(keys[-1], None, keys[-1] + 1, end))
     return spans
+
+
+def _apply_span_event(state: dict[str, str | int], ev: dict) -> None:
+    """Fold one job-log event into the per-span state (see Engine._span_state)."""
+    kind = ev.get("event")
+    sig = ev.get("sig")
+    if kind == "span_done":
+        state[sig] = "done"
+    elif kind == "track_frame" and state.get(sig) != "done":
+        state[sig] = int(ev["frame"])
+    elif kind == "span_invalid":
+        state.pop(sig, None)
 
 
 def _labels_hash(rec: MaskRecord) -> str:
@@ -326,6 +339,7 @@ class Engine:
             yield from self._run_span(sp, sig, keyrecs, resume_from, meter, counts, should_stop, job)
             self.session.log("span_done", job=job, span=sp.name, sig=sig)
         self.session.log("track_done", job=job, **counts)
+        self._span_state(compact=True)
 
     def _tracker_fingerprint(self) -> str:
         """Hash of everything besides the keyframes that shapes a tracked mask.
@@ -348,18 +362,21 @@ class Engine:
         return (f"{self.backend}|{fingerprint}|{sp.key}:{keyhash[sp.key]}"
                 f"|{sp.other}:{other}|{sp.first}|{sp.last}")
 
-    def _span_state(self) -> dict[str, str | int]:
-        """Per span signature: "done", or the last frame written by an unfinished pass."""
-        state: dict[str, str | int] = {}
-        for ev in self.session.read_log():
-            kind = ev.get("event")
-            sig = ev.get("sig")
-            if kind == "span_done":
-                state[sig] = "done"
-            elif kind == "track_frame" and state.get(sig) != "done":
-                state[sig] = int(ev["frame"])
-            elif kind == "span_invalid":
-                state.pop(sig, None)
+    def _span_state(self, compact: bool = False) -> dict[str, str | int]:
+        """Per span signature: "done", or the last frame written by an unfinished pass.
+
+        Read from the session's ledger plus the log written since it; the ledger is
+        rewritten when that tail grows past LEDGER_EVERY lines (or when `compact`), so
+        resuming costs at most that many lines however long the log has grown.
+        """
+        ledger = self.session.read_ledger()
+        spans = ledger.get("spans")
+        state: dict[str, str | int] = dict(spans) if isinstance(spans, dict) else {}
+        events, end = self.session.log_tail(int(ledger.get("log_offset", 0)) if isinstance(spans, dict) else 0)
+        for ev in events:
+            _apply_span_event(state, ev)
+        if (compact or len(events) >= LEDGER_EVERY) and self.session.writable:
+            self.session.write_ledger(end, spans=state)
         return state
 
     def _run_span(self, sp: Span, sig: str, keyrecs: dict[int, MaskRecord], resume_from: int | None,
@@ -406,6 +423,8 @@ class Engine:
                 counts["doubtful"] += 1
             self.session.log("track_frame", job=job, sig=sig, frame=f, doubtful=low)
             counts["frames"] += 1
+            if counts["frames"] % LEDGER_EVERY == 0:
+                self._span_state(compact=True)
             yield meter.progress("track", frame=f, message=sp.name)
 
     def _fuse(self, f: int, sp: Span, span_len: int, labels: np.ndarray, conf: dict[int, float]):

@@ -8,6 +8,7 @@ Imported inside Blender, so numpy and the standard library only. Layout (format
     prompts.json        {"prompts": [{"type": "click"|"box", ...}]}
     masks/f000123.npz   labels uint8 (H, W), obj_ids int32 (K,), confidence float32 (K,), kind str
     log.jsonl           job log, one JSON object per line
+    ledger.json         the log compacted: {"log_offset", "log_head", "spans"} (see `read_ledger`)
     .lock               writer lock: {"pid", "host", "time", "token"}
 
 Every file is written atomically (`atomic.atomic_write`: temp file in the same folder,
@@ -28,6 +29,7 @@ made two ways into one session. The worker returns them in its session info.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -61,11 +63,12 @@ SESSION_FILE = "session.json"
 OBJECTS_FILE = "objects.json"
 PROMPTS_FILE = "prompts.json"
 LOG_FILE = "log.jsonl"
+LEDGER_FILE = "ledger.json"
 LOCK_FILE = ".lock"
 MASKS_DIR = "masks"
 
 _MASK_RE = re.compile(r"^f(\d+)\.npz$")
-_OWN_NAMES = {SESSION_FILE, OBJECTS_FILE, PROMPTS_FILE, LOG_FILE, LOCK_FILE, MASKS_DIR}
+_OWN_NAMES = {SESSION_FILE, OBJECTS_FILE, PROMPTS_FILE, LOG_FILE, LEDGER_FILE, LOCK_FILE, MASKS_DIR}
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,28 @@ _PALETTE: tuple[tuple[float, float, float], ...] = (
 def _write_json(path: Path, data: Any) -> None:
     """Atomically write `data` as pretty JSON (small files, human-inspectable)."""
     atomic_write(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def _last_newline_end(f: Any, chunk: int = 1 << 16) -> int | None:
+    """Where a file should be cut to drop a half-written last line; None when it ends whole.
+
+    Reads backwards from the end in chunks, so a long log costs one chunk, not its size.
+    """
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return None
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return None
+    pos = size
+    while pos > 0:
+        start = max(0, pos - chunk)
+        f.seek(start)
+        i = f.read(pos - start).rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        pos = start
+    return 0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -556,9 +581,9 @@ class Session:
         log = self.path / LOG_FILE
         if log.is_file():
             with open(log, "rb+") as f:
-                data = f.read()
-                if data and not data.endswith(b"\n"):
-                    f.truncate(data.rfind(b"\n") + 1)
+                end = _last_newline_end(f)
+                if end is not None:
+                    f.truncate(end)
                     f.flush()
                     os.fsync(f.fileno())
                     logger.warning("session %s: dropped a half-written log line", self.path)
@@ -1037,13 +1062,23 @@ class Session:
 
     def read_log(self) -> list[dict]:
         """All log entries in order (a half-written last line from a crash is skipped)."""
+        return self.log_tail(0)[0]
+
+    def log_tail(self, offset: int) -> tuple[list[dict], int]:
+        """The log entries after byte `offset` and the offset just past the last whole line.
+
+        Reading from a `read_ledger` offset costs what was logged since, not the whole log.
+        """
         self._check_open()
-        out: list[dict] = []
         try:
-            text = (self.path / LOG_FILE).read_text("utf-8", errors="replace")
+            with open(self.path / LOG_FILE, "rb") as f:
+                f.seek(offset)
+                data = f.read()
         except FileNotFoundError:
-            return out
-        for line in text.splitlines():
+            return [], offset
+        whole = data[: data.rfind(b"\n") + 1]  # a half-written last line waits for its end
+        out: list[dict] = []
+        for line in whole.decode("utf-8", errors="replace").splitlines():
             if not line.strip():
                 continue
             try:
@@ -1052,4 +1087,38 @@ class Session:
                 continue
             if isinstance(entry, dict):
                 out.append(entry)
-        return out
+        return out, offset + len(whole)
+
+    def _log_head(self) -> str:
+        """Fingerprint of the log's first line: tells a ledger of this log from one of a replaced log."""
+        try:
+            with open(self.path / LOG_FILE, "rb") as f:
+                return hashlib.sha1(f.readline()).hexdigest()[:16]
+        except FileNotFoundError:
+            return ""
+
+    def read_ledger(self) -> dict:
+        """The compacted log: {"log_offset": bytes covered, "spans": {...}}; empty if absent or stale.
+
+        The engine keeps its per-span tracking state here and replays only `log_tail`
+        from ``log_offset``, so resuming a long track does not re-read the whole log.
+        """
+        self._check_open()
+        try:
+            data = self._load_json(LEDGER_FILE, None)
+        except SessionError:  # derived data: a damaged ledger is rebuilt from the log
+            return {}
+        if not isinstance(data, dict) or not isinstance(data.get("log_offset"), int):
+            return {}
+        try:
+            size = (self.path / LOG_FILE).stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if data["log_offset"] > size or data.get("log_head") != self._log_head():
+            return {}  # the log was truncated or replaced: the ledger no longer describes it
+        return data
+
+    def write_ledger(self, log_offset: int, **state: Any) -> None:
+        """Record the state the log up to byte `log_offset` adds up to (atomically)."""
+        self._check_writable()
+        _write_json(self.path / LEDGER_FILE, {"log_offset": int(log_offset), "log_head": self._log_head(), **state})
