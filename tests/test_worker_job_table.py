@@ -127,3 +127,29 @@ def test_session_info_shows_the_sessions_tracker_settings(served) -> None:
                                   "half_precision": None}
     assert opened["engine"] == {"device": "auto", "half": False, "refine": False, "sam_model": "vit_b",
                                 "weights": "official"}
+
+
+def test_undo_prompt_takes_back_the_last_click_only(served) -> None:
+    w, stream = served
+    w.handle(Request(40, "add_click", {"frame": 0, "obj": 1, "x": 2.0, "y": 2.0, "positive": False}))
+    w.handle(Request(41, "undo_prompt", {"frame": 0}))
+    w.handle(Request(42, "undo_prompt", {"frame": 5}))
+    ends = {e.req: e for e in _events(stream)}
+    assert ends[41].data == {"frame": 0, "undone": True} and ends[42].data == {"frame": 5, "undone": False}
+    left = w.session.prompts(frame=0)
+    assert len(left) == 1 and type(left[0]).__name__ == "Box"  # the box stays, the click is gone
+
+
+def test_refine_without_frames_works_on_the_doubtful_frames(served) -> None:
+    w, stream = served
+    w.handle(Request(50, "track", {"direction": "forward"}))
+    w.job.thread.join(120)
+    w.engine.refine_below = 1.01  # every tracked frame counts as doubtful: the button's list is all of them
+    doubtful = sorted({f for f, _, _ in w.engine.doubtful_frames(w.engine.refine_below)})
+    assert doubtful == list(range(1, N))
+    w.handle(Request(51, "refine", {}))
+    w.job.thread.join(120)
+    end = [e for e in _events(stream) if e.req == 51][-1]
+    assert end.kind == "result" and end.data["cmd"] == "refine"
+    assert (end.data["done"], end.data["total"]) == (len(doubtful), len(doubtful))
+    assert any(e["event"] == "refine_done" for e in w.session.read_log())
