@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -150,11 +151,6 @@ class Engine:
         # (Blender's "Half Precision" preference) unless the caller says otherwise
         self.half = bool((session.settings or {}).get("half_precision", False)) if half is None else bool(half)
         self._source = None
-        self._config: BackendConfig | None = None
-        self._segmenter: Segmenter | None = None
-        self._propagator: Propagator | None = None
-        self._refiner: Refiner | None = None
-        self._inpainter: Inpainter | None = None
 
     # ----------------------------------------------------------------- resources
     @property
@@ -172,16 +168,15 @@ class Engine:
             self._source.close()
             self._source = None
 
-    @property
+    # The backends, each built from the table on first use (so clicking never builds the tracker).
+    @cached_property
     def config(self) -> BackendConfig:
-        """What the backend factories are built from (made once, on first use)."""
-        if self._config is None:
-            self._config = BackendConfig(
-                device=self.device, weights=self.weights, weights_dir=self.weights_dir, sam_model=self.sam_model,
-                half=self.half, tracker=self._xmem_settings() if self.spec.neural else {},
-                return_probs=self.refine_enabled,
-            )
-        return self._config
+        """What the backend factories are built from."""
+        return BackendConfig(
+            device=self.device, weights=self.weights, weights_dir=self.weights_dir, sam_model=self.sam_model,
+            half=self.half, tracker=self._xmem_settings() if self.spec.neural else {},
+            return_probs=self.refine_enabled,
+        )
 
     @property
     def synthetic(self) -> bool:
@@ -192,26 +187,20 @@ class Engine:
         """Which backend runs, in words, for logs and the user."""
         return self.spec.describe(self.config)
 
-    @property
+    @cached_property
     def segmenter(self) -> Segmenter:
-        """The backend's click segmenter (built on first use)."""
-        if self._segmenter is None:
-            self._segmenter = self.spec.segmenter(self.config)
-        return self._segmenter
+        """The backend's click segmenter."""
+        return self.spec.segmenter(self.config)
 
-    @property
+    @cached_property
     def propagator(self) -> Propagator:
-        """The backend's tracker (built on first use)."""
-        if self._propagator is None:
-            self._propagator = self.spec.propagator(self.config)
-        return self._propagator
+        """The backend's tracker."""
+        return self.spec.propagator(self.config)
 
-    @property
+    @cached_property
     def refiner(self) -> Refiner:
-        """The backend's refiner over its segmenter (built on first use)."""
-        if self._refiner is None:
-            self._refiner = self.spec.refiner(self.config, self.segmenter)
-        return self._refiner
+        """The backend's refiner over its segmenter."""
+        return self.spec.refiner(self.config, self.segmenter)
 
     def _xmem_settings(self) -> dict:
         """Tracker settings the user chose (Blender preferences, stored with the session)."""
@@ -227,12 +216,10 @@ class Engine:
             out["min_mid_term_frames"] = min(5, hi - 1)
         return out
 
-    @property
+    @cached_property
     def inpainter(self) -> Inpainter:
-        """The backend's object remover (built on first use)."""
-        if self._inpainter is None:
-            self._inpainter = self.spec.inpainter(self.config)
-        return self._inpainter
+        """The backend's object remover."""
+        return self.spec.inpainter(self.config)
 
     def _check_frame(self, frame: int) -> None:
         n = self.session.source.num_frames

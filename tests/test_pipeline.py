@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -66,6 +67,16 @@ def _boxed_first_object(session, clip, frames=(0,)):
     for f in frames:
         session.add_box(f, oid, *clip.box(f, oid))
     return oid, Engine(session)
+
+
+@contextlib.contextmanager
+def _tracked_first_object(tmp_path, clip, video, end: int):
+    """A classic session with the clip's first object boxed on frame 0 and tracked over 0..end."""
+    with _new_session(tmp_path, video) as s:
+        oid, eng = _boxed_first_object(s, clip)
+        list(eng.track(start=0, end=end, direction="forward"))
+        yield s, oid, eng
+        eng.close()
 
 
 def _mean_j(session, clip, obj, frames=None):
@@ -140,9 +151,7 @@ def test_remove_object_keeps_pixels_outside_dilated_mask_and_resumes(tmp_path, o
     from track_anything.tam_blender_addon.frames import open_source
 
     clip, paths = occlusion_clip
-    with _new_session(tmp_path, paths["video"]) as s:
-        oid, eng = _boxed_first_object(s, clip)
-        list(eng.track(start=0, end=11, direction="forward"))
+    with _tracked_first_object(tmp_path, clip, paths["video"], end=11) as (s, oid, eng):
         out = tmp_path / "removed"
         stops = {"n": 0}
 
@@ -165,14 +174,11 @@ def test_remove_object_keeps_pixels_outside_dilated_mask_and_resumes(tmp_path, o
                 assert np.array_equal(res[~hole], orig[~hole])
                 if hole.any():
                     assert not np.array_equal(res[hole], orig[hole])
-        eng.close()
 
 
 def test_removal_reuses_finished_frames_only_while_the_masks_are_unchanged(tmp_path, occlusion_clip):
     clip, paths = occlusion_clip
-    with _new_session(tmp_path, paths["video"]) as s:
-        oid, eng = _boxed_first_object(s, clip)
-        list(eng.track(start=0, end=5, direction="forward"))
+    with _tracked_first_object(tmp_path, clip, paths["video"], end=5) as (s, oid, eng):
         out = tmp_path / "removed"
         frames = list(range(6))
         list(eng.inpaint([oid], str(out), dilate=4, frames=frames))
@@ -184,14 +190,11 @@ def test_removal_reuses_finished_frames_only_while_the_masks_are_unchanged(tmp_p
         assert len(list(eng.inpaint([oid], str(out), dilate=4, frames=frames))) == len(frames)
         # other settings (a bigger dilation) also start over
         assert len(list(eng.inpaint([oid], str(out), dilate=6, frames=frames))) == len(frames)
-        eng.close()
 
 
 def test_changed_tracker_settings_retrack_finished_spans_and_same_settings_skip_them(tmp_path, occlusion_clip):
     clip, paths = occlusion_clip
-    with _new_session(tmp_path, paths["video"]) as s:
-        oid, eng = _boxed_first_object(s, clip)
-        list(eng.track(start=0, end=6, direction="forward"))
+    with _tracked_first_object(tmp_path, clip, paths["video"], end=6) as (s, oid, eng):
         eng.close()
         again = Engine(s)
         assert list(again.track(start=0, end=6, direction="forward")) == []  # nothing changed: nothing redone
