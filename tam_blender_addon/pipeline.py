@@ -366,8 +366,12 @@ class Engine:
             self.session.write_ledger(end, spans=state)
         return state
 
-    def _run_span(self, sp: Span, sig: str, keyrecs: dict[int, MaskRecord], resume_from: int | None,
-                  meter: RateMeter, counts: dict, should_stop: StopFn, job: str) -> Iterator[Progress]:
+    def _start_pass(self, sp: Span, keyrecs: dict[int, MaskRecord], resume_from: int | None) -> list[int]:
+        """Reset the tracker to the span's keyframe memory; the frames left to track.
+
+        After a crash or cancel the pass restarts after the last frame written: its stored
+        mask becomes the reference it continues from (the frame in flight is redone).
+        """
         prop = self.propagator
         prop.reset()
         if sp.other is not None and self.spec.far_keyframe_memory:
@@ -377,31 +381,40 @@ class Engine:
         prop.add_reference(self.source.get(sp.key), key.labels, key.obj_ids)
         frames = list(sp.frames)
         if resume_from is not None and resume_from in frames:
-            # Restart after the last frame written: its stored mask becomes the reference
-            # the pass continues from (the frame in flight at the crash is redone).
             last = self.session.read_mask(resume_from)
             if last is not None:
                 prop.add_reference(self.source.get(resume_from), last.labels, last.obj_ids)
-                skipped = frames.index(resume_from) + 1
-                meter.total -= skipped
-                frames = frames[skipped:]
+                frames = frames[frames.index(resume_from) + 1:]
+        return frames
+
+    def track_step(self, f: int, image: np.ndarray, counts: dict) -> tuple[np.ndarray, dict[int, float], str]:
+        """One frame of a pass: the tracker's labels and confidence, refined where weak, and the mask kind.
+
+        Stores no mask (the caller fuses and persists), so it also serves a live preview.
+        """
+        prop = self.propagator
+        res = prop.track(image)
+        labels = np.asarray(res.labels, np.uint8)
+        conf = {int(k): float(v) for k, v in res.confidence.items()}
+        if not self.refine_enabled:
+            return labels, conf, "tracked"
+        labels, conf, n_ref = self._refine(f, image, TrackResult(labels, conf, res.probs, list(res.obj_ids)), counts)
+        if not n_ref:
+            return labels, conf, "tracked"
+        prop.correct(labels)
+        counts["refined"] += n_ref
+        return labels, conf, "refined"
+
+    def _run_span(self, sp: Span, sig: str, keyrecs: dict[int, MaskRecord], resume_from: int | None,
+                  meter: RateMeter, counts: dict, should_stop: StopFn, job: str) -> Iterator[Progress]:
+        frames = self._start_pass(sp, keyrecs, resume_from)
+        meter.total -= len(sp.frames) - len(frames)
         span_len = abs(sp.other - sp.key) if sp.other is not None else 0
         for f in frames:
             if should_stop is not None and should_stop():
                 self.session.log("track_cancelled", job=job, span=sp.name, frame=f)
                 raise Cancelled(f"tracking cancelled at frame {f}; finished frames are kept")
-            image = self.source.get(f)
-            res = prop.track(image)
-            labels = np.asarray(res.labels, np.uint8)
-            conf = {int(k): float(v) for k, v in res.confidence.items()}
-            kind = "tracked"
-            if self.refine_enabled:
-                res = TrackResult(labels, conf, res.probs, list(res.obj_ids))
-                labels, conf, n_ref = self._refine(f, image, res, counts)
-                if n_ref:
-                    prop.correct(labels)
-                    counts["refined"] += n_ref
-                    kind = "refined"
+            labels, conf, kind = self.track_step(f, self.source.get(f), counts)
             if sp.fuse:
                 labels, conf = self._fuse(f, sp, span_len, labels, conf)
             self.session.write_mask(f, labels, conf, kind=kind)
