@@ -9,7 +9,7 @@ Commands (params; ``?`` = optional) and their result data:
 
 * short, answered on the main thread:
   ``hello`` -> protocol, worker, pid, python, executable, platform, torch, cuda, devices
-  [{id, name}]; ``weights{dir?}`` -> folder, sam_names{vit_b: registry name, ...},
+  [{id, name}], auto_device (cuda, mps or cpu); ``weights{dir?}`` -> folder, sam_names{vit_b: registry name, ...},
   checkpoints [{name, filename, kind, size, sha256, installed, path, page, note}];
   ``create_session{path, source, scene_start?, source_start?, length?,
   backend?, device?, weights?, weights_dir?, sam_model?, refine?, half?, log?}`` and
@@ -328,9 +328,11 @@ def runtime_info() -> dict[str, Any]:
         if info["cuda"]:
             for i in range(torch.cuda.device_count()):
                 info["devices"].append({"id": f"cuda:{i}", "name": torch.cuda.get_device_name(i)})
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
+        from ..models.device import mps_available, resolve_device
+
+        if mps_available():
             info["devices"].append({"id": "mps", "name": "Apple Metal (MPS)"})
+        info["auto_device"] = resolve_device("auto").type  # what device "auto" runs on (models/device.py)
     except Exception as exc:  # noqa: BLE001 - driver trouble: report it in hello
         info["cuda_error"] = f"{type(exc).__name__}: {exc}"
     return info

@@ -96,3 +96,13 @@ def test_backends_on_the_cpu_keep_full_precision(machine) -> None:
     machine(False, False)
     assert XMemPropagator("synthetic", device="auto", fast=True).fast is False
     assert E2FGVIInpainter("synthetic", device="auto", precision="fp16").precision == "fp32"
+
+
+def test_worker_hello_reports_the_policys_choice(machine) -> None:
+    from track_anything.tam_blender_addon.worker import runtime_info
+
+    machine(False, True)
+    info = runtime_info()
+    assert info["auto_device"] == "mps" and {"id": "mps", "name": "Apple Metal (MPS)"} in info["devices"]
+    machine(False, False)
+    assert runtime_info()["auto_device"] == "cpu"
