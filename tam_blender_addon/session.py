@@ -1048,6 +1048,12 @@ class Session:
             return np.zeros((self.source.height, self.source.width), dtype=bool)
         return rec.mask(obj)
 
+    def delete_mask(self, frame: int) -> None:
+        """Forget the stored mask of `frame` (kept: the matting branch's alpha tests use it)."""
+        self._check_writable()
+        with self._mutex, contextlib.suppress(FileNotFoundError):
+            os.unlink(self.mask_path(frame))
+
     # -- job log
 
     def log(self, event: str, **fields: Any) -> None:

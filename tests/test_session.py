@@ -492,3 +492,11 @@ def test_one_atomic_writer_in_the_tree() -> None:
             if calls & {"os.replace", "os.rename", "tempfile.mkstemp", "tempfile.NamedTemporaryFile"}:
                 found.add((rel, fn.name))
     assert found <= allowed, sorted(found - allowed)
+
+
+def test_delete_mask_forgets_one_frame(sess: Session) -> None:
+    sess.add_object()
+    sess.write_mask(2, np.ones((H, W), np.uint8))
+    sess.delete_mask(2)
+    sess.delete_mask(2)  # already gone: no error
+    assert sess.read_mask(2) is None and sess.mask_frames() == []
