@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -515,15 +516,18 @@ class Engine:
         finally:
             writer.close()
 
-    def shapes(self, out: str, should_stop: StopFn = None) -> Iterator[Progress]:
-        """Write the Mask-shapes file of every object (one step); its summary is the return value."""
+    def shapes(self, out: str, should_stop: StopFn = None, **options: Any) -> Iterator[Progress]:
+        """Write the Mask-shapes file of every object (one step); its summary is the return value.
+
+        `options` go to `matte_shapes.write_shapes` as they are.
+        """
         if should_stop is not None and should_stop():
             raise Cancelled("shapes cancelled before it started; nothing was written")
         try:
             from .matte_shapes import write_shapes
         except ImportError as exc:
             raise TamError(f"shapes: the mask-shape writer is not available in this build ({exc})") from None
-        summary = write_shapes(self.session, out)
+        summary = write_shapes(self.session, out, **options)
         yield RateMeter(1).progress("shapes", message=str(out))
         return summary
 

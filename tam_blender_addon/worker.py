@@ -272,7 +272,7 @@ JOBS: dict[str, JobFn] = {
     "inpaint": lambda engine, p, stop: engine.inpaint(p["objects"], p["out"],
                                                       **_given(p, "dilate", "feather", "frames"), should_stop=stop),
     "export": lambda engine, p, stop: engine.export(p["format"], p["out"], **_given(p, "frames"), should_stop=stop),
-    "shapes": lambda engine, p, stop: engine.shapes(p["out"], should_stop=stop),
+    "shapes": lambda engine, p, stop: engine.shapes(p["out"], should_stop=stop, **_given(p, "known")),
 }
 LONG_JOBS = tuple(JOBS)
 
