@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..tam_blender_addon.errors import WeightsError
+from ..errors import WeightsError
 
 
 def load_state_dict_file(path: str | Path, what: str = "checkpoint") -> dict:

@@ -1,7 +1,8 @@
-"""The three small backend contracts the pipeline drives: segment, propagate, inpaint.
+"""The small backend contracts the pipeline drives: segment, propagate, refine, inpaint.
 
-Every backend (classic/OpenCV, SAM, XMem, E2FGVI-HQ) implements one of these, so the
-pipeline never knows which network it runs. Conventions shared by all of them:
+Every backend (classic/OpenCV, SAM, XMem, E2FGVI-HQ) implements one of these, and
+`models.backends` builds them from one table, so the pipeline never knows which network
+it runs. Conventions shared by all of them:
 
 * frames are RGB ``uint8`` arrays of shape (H, W, 3) at SOURCE resolution;
 * masks are ``bool`` (H, W); label maps are ``uint8`` (H, W) with 0 = background and
@@ -51,12 +52,21 @@ class Segmenter(Protocol):
 
 @dataclass
 class TrackResult:
-    """The tracker's answer for one frame."""
+    """The tracker's answer for one frame: hard labels, soft probabilities (if kept), confidence.
+
+    A stored mask becomes one with ``TrackResult(rec.labels, rec.confidence)`` (no probs).
+    """
 
     labels: np.ndarray  # uint8 (H, W) object ids, 0 = background
     confidence: dict[int, float]  # per object id, 0..1 (1 = sure)
     probs: np.ndarray | None = None  # float32 (K+1, H, W) [bg, objs in obj_ids order]
     obj_ids: list[int] = field(default_factory=list)
+
+    def prob(self, obj: int) -> np.ndarray | None:
+        """Soft probability map (H, W) of object `obj`, or None when the tracker kept none."""
+        if self.probs is None or obj not in self.obj_ids:
+            return None
+        return self.probs[self.obj_ids.index(obj) + 1]
 
 
 @runtime_checkable
@@ -83,6 +93,18 @@ class Propagator(Protocol):
 
     def correct(self, labels: np.ndarray) -> None:
         """Replace the last tracked frame's result by `labels` in memory."""
+
+
+@runtime_checkable
+class Refiner(Protocol):
+    """Tracker's coarse masks -> better masks (SAM on derived prompts), only where they agree."""
+
+    name: str
+    synthetic: bool
+
+    def refine(self, frame: np.ndarray, track: TrackResult, objects: Sequence[int],
+               key: str | None = None) -> dict[int, SegmentResult]:
+        """Refined masks of `objects` on `frame`; objects whose answer was rejected are left out."""
 
 
 @runtime_checkable

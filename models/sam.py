@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tam_blender_addon.errors import InputError, WeightsError
+from ..errors import InputError, WeightsError
+from .device import half_dtype, resolve_device
 from .protocols import SegmentResult
 
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
@@ -37,33 +38,6 @@ DEFAULT_CACHE = 16
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-
-def resolve_device(device: str = "auto"):
-    """torch.device for 'auto' (cuda > mps > cpu), 'cuda[:N]', 'mps' or 'cpu'; InputError if absent."""
-    import torch
-
-    dev = (device or "auto").strip().lower()
-    if dev == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        out = torch.device(dev)
-    except RuntimeError as exc:
-        raise InputError(f"unknown device {device!r}; use auto, cuda, mps or cpu") from exc
-    if out.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but this torch ({torch.__version__}) sees no CUDA GPU")
-    if out.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise InputError("device 'mps' requested but Metal (MPS) is not available here")
-    if out.type not in ("cuda", "mps", "cpu"):
-        raise InputError(f"unsupported device {device!r}; use auto, cuda, mps or cpu")
-    return out
 
 
 def use_multimask(points: np.ndarray | None, box: np.ndarray | None, mask_prompt: np.ndarray | None) -> bool:
@@ -327,9 +301,9 @@ class SamSegmenter:
 
         import torch
 
-        if self.fast and self._low_precision and self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
+        dtype = half_dtype(self.device, self.fast and self._low_precision, prefer_bf16=True)
+        if dtype is not None:
+            return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ embedding

@@ -11,11 +11,9 @@ size is checked and the sha256 seen on first download is written to a sidecar fi
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..tam_blender_addon.errors import Cancelled, InputError, WeightsError
+from ..atomic import atomic_write
+from ..errors import Cancelled, InputError, WeightsError
 
 ENV_DIR = "TAM_WEIGHTS_DIR"
 CHUNK = 1 << 20
@@ -202,11 +201,8 @@ def _read_sidecar(p: Path) -> dict | None:
 
 
 def _write_sidecar(p: Path, sha256: str, size: int, url: str, published: bool) -> None:
-    side = sidecar_path(p)
-    tmp = side.with_name(side.name + ".tmp")
     data = {"sha256": sha256, "size": size, "url": url, "published": published, "recorded": time.time()}
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, side)
+    atomic_write(sidecar_path(p), json.dumps(data, indent=1).encode("utf-8"))
 
 
 def _check_hashes(ckpt: Checkpoint, size: int, sha256: str, md5: str | None) -> tuple[str, str] | None:
@@ -385,110 +381,25 @@ def _fetch(src, part, have, hashers, total, progress, should_stop, timeout, ckpt
     return total
 
 
-# ----------------------------------------------------------------------------- command line
+# ----------------------------------------------------------------------------- state
 
 
-def add_weights_parser(subparsers) -> argparse.ArgumentParser:
-    """Add `weights list|download|verify|path [--dir DIR]` to an argparse subparsers object."""
-    parser = subparsers.add_parser("weights", help="list, download, verify or locate the official checkpoints")
-    sub = parser.add_subparsers(dest="weights_cmd", required=True)
-    dir_help = f"checkpoint folder (default: ${ENV_DIR} or ~/.cache/track-anything)"
-    p_list = sub.add_parser("list", help="show every known checkpoint and whether it is installed")
-    p_dl = sub.add_parser("download", help="download (resumable) and verify checkpoints")
-    p_dl.add_argument("names", nargs="+", metavar="NAME", help=f"checkpoint name(s) or 'all': {', '.join(CHECKPOINTS)}")
-    p_dl.add_argument("--url", default=None, help="fetch from this URL instead (a mirror, or file:///path)")
-    p_dl.add_argument("--quiet", action="store_true", help="no progress output")
-    p_ver = sub.add_parser("verify", help="hash installed checkpoints and compare with the registry")
-    p_ver.add_argument("names", nargs="*", metavar="NAME", help="checkpoint name(s); default: every installed one")
-    p_path = sub.add_parser("path", help="print where a checkpoint is (or would be) stored")
-    p_path.add_argument("name", metavar="NAME")
-    for p in (p_list, p_dl, p_ver, p_path):
-        p.add_argument("--dir", default=None, help=dir_help)
-    parser.set_defaults(func=run_weights)
-    return parser
+def registry_state(cache_dir: str | os.PathLike | None = None) -> dict:
+    """Every known checkpoint and whether it is installed (cheap: no hashing), as plain JSON.
 
-
-def _human(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
-def _progress_printer(name: str, out) -> Callable[[int, int | None], None]:
-    last = [0.0]
-
-    def show(done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.5 and done != total:
-            return
-        last[0] = now
-        pct = f" {100 * done / total:5.1f}%" if total else ""
-        out.write(f"\r{name}: {_human(done)} / {_human(total)}{pct}")
-        out.flush()
-        if done == total:
-            out.write("\n")
-
-    return show
-
-
-def run_weights(args: argparse.Namespace, out=None, err=None) -> int:
-    """Carry out a parsed `weights` command; returns the process exit code (0 = all good)."""
-    out = out or sys.stdout
-    err = err or sys.stderr
-    d = getattr(args, "dir", None)
-    cmd = args.weights_cmd
-    if cmd == "list":
-        for ckpt in CHECKPOINTS.values():
-            p = path(ckpt.name, d)
-            state = "installed" if p.is_file() else "missing"
-            sha = ckpt.sha256[:12] + "..." if ckpt.sha256 else "unpublished"
-            out.write(f"{ckpt.name:10s} {ckpt.filename:24s} {_human(ckpt.size):>9s}  sha256 {sha:15s} {state}\n")
-        out.write(f"folder: {cache_dir(d)}\n")
-        return 0
-    if cmd == "path":
-        try:
-            out.write(f"{path(args.name, d)}\n")
-        except InputError as exc:
-            err.write(f"error: {exc}\n")
-            return 2
-        return 0
-    if cmd == "download":
-        names = list(CHECKPOINTS) if args.names == ["all"] else args.names
-        if args.url and len(names) != 1:
-            err.write("error: --url needs exactly one checkpoint name\n")
-            return 2
-        code = 0
-        for name in names:
-            try:
-                show = None if args.quiet else _progress_printer(name, err)
-                p = download(name, d, progress=show, url=args.url)
-                out.write(f"{name}: {p}\n")
-            except (WeightsError, InputError) as exc:
-                err.write(f"\nerror: {exc}\n")
-                code = 1
-        return code
-    if cmd == "verify":
-        names = args.names or [c.name for c in CHECKPOINTS.values() if path(c.name, d).is_file()]
-        if not names:
-            err.write(f"no checkpoints installed in {cache_dir(d)}\n")
-            return 1
-        code = 0
-        for name in names:
-            try:
-                res = verify(name, d)
-            except InputError as exc:
-                err.write(f"error: {exc}\n")
-                code = 2
-                continue
-            out.write(f"{name}: {'OK' if res.ok else 'FAILED'} ({res.status}) {res.message}\n")
-            code = code or (0 if res.ok else 1)
-        return code
-    err.write(f"error: unknown weights command {cmd!r}\n")
-    return 2
+    What `tam weights list` prints and what the worker's ``weights`` command answers, so
+    the Blender side learns it without importing this module.
+    """
+    folder = _dir(cache_dir)
+    rows = []
+    for ckpt in CHECKPOINTS.values():
+        p = folder / ckpt.filename
+        rows.append({
+            "name": ckpt.name, "filename": ckpt.filename, "kind": ckpt.kind, "size": ckpt.size,
+            "sha256": ckpt.sha256, "installed": p.is_file(), "path": str(p), "page": ckpt.page,
+            "note": ckpt.note,
+        })
+    return {"folder": str(folder), "checkpoints": rows, "sam_names": dict(SAM_NAMES)}
 
 
 def load(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> dict:

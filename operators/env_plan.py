@@ -26,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import atomic_write
+
 READY_MARKER = ".tam-env-ready"
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 # CUDA builds offered for the pinned torch, newest first, with the CUDA version each needs.
@@ -196,10 +198,7 @@ def clear_partial(env: Path) -> None:
 def finish_build(env: Path, hello: dict) -> None:
     """Mark the verified partial build ready (marker last) and move it into place by renames."""
     part = partial_dir(env)
-    marker = part / READY_MARKER
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(hello, indent=1), encoding="utf-8")
-    os.replace(tmp, marker)
+    atomic_write(part / READY_MARKER, json.dumps(hello, indent=1).encode("utf-8"))
     old = env.with_name(env.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if env.exists():

@@ -78,7 +78,7 @@ def _open_or_create_session(video: str, session_dir: str, backend: str | None):
     from .session import Session
 
     sdir = Path(session_dir)
-    if (sdir / "session.json").exists():
+    if Session.exists(sdir):
         session = Session.open(sdir)
         want = str(Path(video).resolve())
         if str(Path(session.source.path).resolve()) != want:
@@ -335,12 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sam-model", default="vit_h", choices=["vit_b", "vit_l", "vit_h"])
     p.set_defaults(func=cmd_bench)
 
-    try:
-        from ..models.weights import add_weights_parser
-    except ImportError:
-        add_weights_parser = None
-    if add_weights_parser is not None:
-        add_weights_parser(sub)
+    from .cli_weights import add_weights_parser
+
+    add_weights_parser(sub)
     return ap
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..atomic import atomic_write
 from .spline_raster import from_mask_space, matte_digest, to_mask_space  # noqa: F401 - re-exported
 
 FORMAT = "tam-shapes"
@@ -567,16 +567,7 @@ def write_shapes(session, out: str | os.PathLike, objects: Sequence[int] | None 
     doc = shapes_document(session, objects=objects, **options)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
     return {
         "path": str(path),
         "objects": len(doc["objects"]),

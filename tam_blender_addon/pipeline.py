@@ -27,17 +27,23 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .errors import Cancelled, InputError
+from ..atomic import atomic_write
+from ..models.backends import Backend, BackendConfig, get_backend
+from ..models.protocols import Inpainter, Propagator, Refiner, Segmenter, TrackResult
+from .errors import Cancelled, InputError, TamError
 from .progress import Progress, RateMeter
 from .session import Box, Click, MaskPrompt, MaskRecord, Session
 
 __all__ = ["Engine", "Progress", "Span", "plan_spans"]
 
 StopFn = Callable[[], bool] | None
+LEDGER_EVERY = 256  # the span ledger is compacted at least every this many logged frames
 REFINE_BELOW = 0.6  # confidence under which SAM refines the tracker's mask
 DOUBTFUL_BELOW = 0.5  # confidence under which a frame is flagged for the user
 
@@ -91,11 +97,16 @@ def plan_spans(keyframes: list[int], start: int, end: int, direction: str = "bot
     return spans
 
 
-class _NoProbs:
-    """Stands for a tracker result without probabilities (refining stored masks)."""
-
-    probs = None
-    obj_ids: list[int] = []
+def _apply_span_event(state: dict[str, str | int], ev: dict) -> None:
+    """Fold one job-log event into the per-span state (see Engine._span_state)."""
+    kind = ev.get("event")
+    sig = ev.get("sig")
+    if kind == "span_done":
+        state[sig] = "done"
+    elif kind == "track_frame" and state.get(sig) != "done":
+        state[sig] = int(ev["frame"])
+    elif kind == "span_invalid":
+        state.pop(sig, None)
 
 
 def _labels_hash(rec: MaskRecord) -> str:
@@ -114,7 +125,7 @@ def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
 
 
 class Engine:
-    """One session's engine: owns the frame source and the (lazily built) backends."""
+    """One session's engine: owns the frame source and the backends, built lazily from the table."""
 
     def __init__(
         self,
@@ -129,22 +140,18 @@ class Engine:
         half: bool | None = None,
     ) -> None:
         self.session = session
-        self.backend = (backend or session.backend or "classic").lower()
-        if self.backend not in ("classic", "neural"):
-            raise InputError(f"backend must be classic or neural, not {self.backend!r}")
+        self.spec: Backend = get_backend(backend or session.backend or "classic")
+        self.backend = self.spec.kind
         self.device = device
         self.weights = weights
         self.sam_model = sam_model
         self.weights_dir = weights_dir
-        self.refine_enabled = (self.backend == "neural") if refine is None else bool(refine)
+        self.refine_enabled = self.spec.refine_by_default if refine is None else bool(refine)
         self.refine_below = REFINE_BELOW
         # fp16 tracking and removal on the GPU (no effect on the CPU): the session's setting
         # (Blender's "Half Precision" preference) unless the caller says otherwise
         self.half = bool((session.settings or {}).get("half_precision", False)) if half is None else bool(half)
         self._source = None
-        self._segmenter = None
-        self._propagator = None
-        self._inpainter = None
 
     # ----------------------------------------------------------------- resources
     @property
@@ -162,57 +169,39 @@ class Engine:
             self._source.close()
             self._source = None
 
-    def _weights_for(self, name: str):
-        if self.weights == "synthetic":
-            return "synthetic"
-        from ..models.weights import resolve
-
-        return resolve(name, cache_dir=self.weights_dir)
+    # The backends, each built from the table on first use (so clicking never builds the tracker).
+    @cached_property
+    def config(self) -> BackendConfig:
+        """What the backend factories are built from."""
+        return BackendConfig(
+            device=self.device, weights=self.weights, weights_dir=self.weights_dir, sam_model=self.sam_model,
+            half=self.half, tracker=self._xmem_settings() if self.spec.neural else {},
+            return_probs=self.refine_enabled,
+        )
 
     @property
     def synthetic(self) -> bool:
         """True when the neural backends run on the synthetic (meaningless) weights."""
-        return self.backend == "neural" and self.weights == "synthetic"
+        return self.spec.neural and self.weights == "synthetic"
 
     def backend_label(self) -> str:
         """Which backend runs, in words, for logs and the user."""
-        if self.backend == "classic":
-            return "classic (weight-free OpenCV: GrabCut, optical flow, flow-guided inpainting)"
-        label = f"neural (SAM {self.sam_model}, XMem, E2FGVI-HQ)"
-        if self.synthetic:
-            label += " with SYNTHETIC weights: output is meaningless, for testing only"
-        return label
+        return self.spec.describe(self.config)
 
-    @property
-    def segmenter(self):
-        if self._segmenter is None:
-            if self.backend == "classic":
-                from ..models.classic import ClassicSegmenter
+    @cached_property
+    def segmenter(self) -> Segmenter:
+        """The backend's click segmenter."""
+        return self.spec.segmenter(self.config)
 
-                self._segmenter = ClassicSegmenter()
-            else:
-                from ..models.sam import SamSegmenter
+    @cached_property
+    def propagator(self) -> Propagator:
+        """The backend's tracker."""
+        return self.spec.propagator(self.config)
 
-                self._segmenter = SamSegmenter(
-                    self.sam_model, weights=self._weights_for(f"sam_{self.sam_model}"), device=self.device
-                )
-        return self._segmenter
-
-    @property
-    def propagator(self):
-        if self._propagator is None:
-            if self.backend == "classic":
-                from ..models.classic import ClassicPropagator
-
-                self._propagator = ClassicPropagator()
-            else:
-                from ..models.xmem.propagator import XMemPropagator
-
-                self._propagator = XMemPropagator(
-                    self._weights_for("xmem"), device=self.device, return_probs=self.refine_enabled,
-                    fast=self.half, **self._xmem_settings(),
-                )
-        return self._propagator
+    @cached_property
+    def refiner(self) -> Refiner:
+        """The backend's refiner over its segmenter."""
+        return self.spec.refiner(self.config, self.segmenter)
 
     def _xmem_settings(self) -> dict:
         """Tracker settings the user chose (Blender preferences, stored with the session)."""
@@ -228,19 +217,10 @@ class Engine:
             out["min_mid_term_frames"] = min(5, hi - 1)
         return out
 
-    @property
-    def inpainter(self):
-        if self._inpainter is None:
-            if self.backend == "classic":
-                from ..models.classic import ClassicInpainter
-
-                self._inpainter = ClassicInpainter()
-            else:
-                from ..models.e2fgvi.inpainter import E2FGVIInpainter
-
-                self._inpainter = E2FGVIInpainter(self._weights_for("e2fgvi_hq"), device=self.device,
-                                                  precision="fp16" if self.half else "fp32")
-        return self._inpainter
+    @cached_property
+    def inpainter(self) -> Inpainter:
+        """The backend's object remover."""
+        return self.spec.inpainter(self.config)
 
     def _check_frame(self, frame: int) -> None:
         n = self.session.source.num_frames
@@ -357,6 +337,7 @@ class Engine:
             yield from self._run_span(sp, sig, keyrecs, resume_from, meter, counts, should_stop, job)
             self.session.log("span_done", job=job, span=sp.name, sig=sig)
         self.session.log("track_done", job=job, **counts)
+        self._span_state(compact=True)
 
     def _tracker_fingerprint(self) -> str:
         """Hash of everything besides the keyframes that shapes a tracked mask.
@@ -367,7 +348,7 @@ class Engine:
         cfg: dict = {"refine": self.refine_enabled}
         if self.refine_enabled:
             cfg["refine_below"] = self.refine_below
-        if self.backend == "neural":
+        if self.spec.neural:
             cfg.update(self._xmem_settings(), weights="synthetic" if self.synthetic else "official", half=self.half)
             if self.refine_enabled:
                 cfg["sam"] = self.sam_model
@@ -379,55 +360,72 @@ class Engine:
         return (f"{self.backend}|{fingerprint}|{sp.key}:{keyhash[sp.key]}"
                 f"|{sp.other}:{other}|{sp.first}|{sp.last}")
 
-    def _span_state(self) -> dict[str, str | int]:
-        """Per span signature: "done", or the last frame written by an unfinished pass."""
-        state: dict[str, str | int] = {}
-        for ev in self.session.read_log():
-            kind = ev.get("event")
-            sig = ev.get("sig")
-            if kind == "span_done":
-                state[sig] = "done"
-            elif kind == "track_frame" and state.get(sig) != "done":
-                state[sig] = int(ev["frame"])
-            elif kind == "span_invalid":
-                state.pop(sig, None)
+    def _span_state(self, compact: bool = False) -> dict[str, str | int]:
+        """Per span signature: "done", or the last frame written by an unfinished pass.
+
+        Read from the session's ledger plus the log written since it; the ledger is
+        rewritten when that tail grows past LEDGER_EVERY lines (or when `compact`), so
+        resuming costs at most that many lines however long the log has grown.
+        """
+        ledger = self.session.read_ledger()
+        spans = ledger.get("spans")
+        state: dict[str, str | int] = dict(spans) if isinstance(spans, dict) else {}
+        events, end = self.session.log_tail(int(ledger.get("log_offset", 0)) if isinstance(spans, dict) else 0)
+        for ev in events:
+            _apply_span_event(state, ev)
+        if (compact or len(events) >= LEDGER_EVERY) and self.session.writable:
+            self.session.write_ledger(end, spans=state)
         return state
 
-    def _run_span(self, sp: Span, sig: str, keyrecs: dict[int, MaskRecord], resume_from: int | None,
-                  meter: RateMeter, counts: dict, should_stop: StopFn, job: str) -> Iterator[Progress]:
+    def _start_pass(self, sp: Span, keyrecs: dict[int, MaskRecord], resume_from: int | None) -> list[int]:
+        """Reset the tracker to the span's keyframe memory; the frames left to track.
+
+        After a crash or cancel the pass restarts after the last frame written: its stored
+        mask becomes the reference it continues from (the frame in flight is redone).
+        """
         prop = self.propagator
         prop.reset()
-        if sp.other is not None and self.backend == "neural":
+        if sp.other is not None and self.spec.far_keyframe_memory:
             far = keyrecs[sp.other]
             prop.add_reference(self.source.get(sp.other), far.labels, far.obj_ids)
         key = keyrecs[sp.key]
         prop.add_reference(self.source.get(sp.key), key.labels, key.obj_ids)
         frames = list(sp.frames)
         if resume_from is not None and resume_from in frames:
-            # Restart after the last frame written: its stored mask becomes the reference
-            # the pass continues from (the frame in flight at the crash is redone).
             last = self.session.read_mask(resume_from)
             if last is not None:
                 prop.add_reference(self.source.get(resume_from), last.labels, last.obj_ids)
-                skipped = frames.index(resume_from) + 1
-                meter.total -= skipped
-                frames = frames[skipped:]
+                frames = frames[frames.index(resume_from) + 1:]
+        return frames
+
+    def track_step(self, f: int, image: np.ndarray, counts: dict) -> tuple[np.ndarray, dict[int, float], str]:
+        """One frame of a pass: the tracker's labels and confidence, refined where weak, and the mask kind.
+
+        Stores no mask (the caller fuses and persists), so it also serves a live preview.
+        """
+        prop = self.propagator
+        res = prop.track(image)
+        labels = np.asarray(res.labels, np.uint8)
+        conf = {int(k): float(v) for k, v in res.confidence.items()}
+        if not self.refine_enabled:
+            return labels, conf, "tracked"
+        labels, conf, n_ref = self._refine(f, image, TrackResult(labels, conf, res.probs, list(res.obj_ids)), counts)
+        if not n_ref:
+            return labels, conf, "tracked"
+        prop.correct(labels)
+        counts["refined"] += n_ref
+        return labels, conf, "refined"
+
+    def _run_span(self, sp: Span, sig: str, keyrecs: dict[int, MaskRecord], resume_from: int | None,
+                  meter: RateMeter, counts: dict, should_stop: StopFn, job: str) -> Iterator[Progress]:
+        frames = self._start_pass(sp, keyrecs, resume_from)
+        meter.total -= len(sp.frames) - len(frames)
         span_len = abs(sp.other - sp.key) if sp.other is not None else 0
         for f in frames:
             if should_stop is not None and should_stop():
                 self.session.log("track_cancelled", job=job, span=sp.name, frame=f)
                 raise Cancelled(f"tracking cancelled at frame {f}; finished frames are kept")
-            image = self.source.get(f)
-            res = prop.track(image)
-            labels = np.asarray(res.labels, np.uint8)
-            conf = {int(k): float(v) for k, v in res.confidence.items()}
-            kind = "tracked"
-            if self.refine_enabled:
-                labels, conf, n_ref = self._refine(f, image, labels, conf, res, counts)
-                if n_ref:
-                    prop.correct(labels)
-                    counts["refined"] += n_ref
-                    kind = "refined"
+            labels, conf, kind = self.track_step(f, self.source.get(f), counts)
             if sp.fuse:
                 labels, conf = self._fuse(f, sp, span_len, labels, conf)
             self.session.write_mask(f, labels, conf, kind=kind)
@@ -436,6 +434,8 @@ class Engine:
                 counts["doubtful"] += 1
             self.session.log("track_frame", job=job, sig=sig, frame=f, doubtful=low)
             counts["frames"] += 1
+            if counts["frames"] % LEDGER_EVERY == 0:
+                self._span_state(compact=True)
             yield meter.progress("track", frame=f, message=sp.name)
 
     def _fuse(self, f: int, sp: Span, span_len: int, labels: np.ndarray, conf: dict[int, float]):
@@ -462,42 +462,27 @@ class Engine:
             out_conf[o] = conf.get(o, 0.0) if here else other.confidence.get(o, 0.0)
         return out, out_conf
 
-    def _refine(self, f: int, image: np.ndarray, labels: np.ndarray, conf: dict[int, float], res,
-                counts: dict):
+    def _refine(self, f: int, image: np.ndarray, res: TrackResult, counts: dict):
         """Paper step 3: SAM on the tracker's coarse mask where confidence drops.
 
         Returns the new labels and confidences and how many objects were refined;
         `counts` gains the tries (refine_tried) for the job log.
         """
+        labels, conf = res.labels, res.confidence
         weak = [o for o, c in conf.items() if c < self.refine_below and (labels == o).sum() >= 16]
         if not weak:
             return labels, conf, 0
-        from .refine import derive_prompts, masks_consistent
-
-        seg = self.segmenter
-        seg.set_image(image, key=self._frame_key(f))
+        accepted = self.refiner.refine(image, res, weak, key=self._frame_key(f))
         out = labels.copy()
         new_conf = dict(conf)
-        n = 0
-        for o in weak:
-            coarse = labels == o
-            prob = None
-            if res.probs is not None and o in res.obj_ids:
-                prob = res.probs[res.obj_ids.index(o) + 1]
-            points, plabels = derive_prompts(coarse, labels, prob)
-            if points is None:
-                continue
-            r = seg.predict(points=points, labels=plabels, mask_prompt=coarse)
+        for o, r in accepted.items():
             refined = np.asarray(r.mask, bool)
-            if not masks_consistent(coarse, refined):
-                continue
             out[(out == o) & ~refined] = 0
             out[refined & ((out == 0) | (out == o))] = o
             new_conf[o] = max(conf[o], float(r.score) * 0.5 + conf[o] * 0.5)
-            n += 1
         counts["refine_tried"] += len(weak)
-        self.session.log("refine", frame=f, objects=weak, accepted=n)
-        return out, new_conf, n
+        self.session.log("refine", frame=f, objects=weak, accepted=len(accepted))
+        return out, new_conf, len(accepted)
 
     def refine(self, frames: list[int] | None = None, should_stop: StopFn = None) -> Iterator[Progress]:
         """Run SAM refinement on stored tracked masks (default: the doubtful frames)."""
@@ -513,7 +498,7 @@ class Engine:
                 yield meter.progress("refine", frame=f)
                 continue
             image = self.source.get(f)
-            labels, conf, n = self._refine(f, image, rec.labels, dict(rec.confidence), _NoProbs, counts)
+            labels, conf, n = self._refine(f, image, TrackResult(rec.labels, dict(rec.confidence)), counts)
             if n:
                 counts["refined"] += n
                 self.session.write_mask(f, labels, conf, kind="refined")
@@ -525,14 +510,36 @@ class Engine:
         return self.session.doubtful_frames(threshold)
 
     # ----------------------------------------------------------------- outputs
-    def export(self, fmt: str, out: str, frames: list[int] | None = None) -> Iterator[Progress]:
+    def export(self, fmt: str, out: str, frames: list[int] | None = None,
+               should_stop: StopFn = None) -> Iterator[Progress]:
         """Write mattes as png / labels / exr; one Progress per frame written."""
         from .export import export_masks
 
         frames = list(range(self.session.source.num_frames)) if frames is None else frames
         meter = RateMeter(len(frames))
-        for f in export_masks(self.session, fmt, out, frames=frames):
-            yield meter.progress("export", frame=f)
+        writer = export_masks(self.session, fmt, out, frames=frames)
+        try:
+            for f in writer:
+                yield meter.progress("export", frame=f)
+                if should_stop is not None and should_stop() and meter.done < meter.total:
+                    raise Cancelled(f"export cancelled after frame {f}; finished frames are kept")
+        finally:
+            writer.close()
+
+    def shapes(self, out: str, should_stop: StopFn = None, **options: Any) -> Iterator[Progress]:
+        """Write the Mask-shapes file of every object (one step); its summary is the return value.
+
+        `options` go to `matte_shapes.write_shapes` as they are.
+        """
+        if should_stop is not None and should_stop():
+            raise Cancelled("shapes cancelled before it started; nothing was written")
+        try:
+            from .matte_shapes import write_shapes
+        except ImportError as exc:
+            raise TamError(f"shapes: the mask-shape writer is not available in this build ({exc})") from None
+        summary = write_shapes(self.session, out, **options)
+        yield RateMeter(1).progress("shapes", message=str(out))
+        return summary
 
     def inpaint(
         self,
@@ -599,12 +606,9 @@ class Engine:
         The key covers the job's settings and every stored mask (count, sizes, newest
         write): re-tracking or correcting invalidates the earlier frames, a crash does not.
         """
-        stats = [e.stat() for e in os.scandir(self.session.path / "masks") if e.name.endswith(".npz")] \
-            if (self.session.path / "masks").is_dir() else []
         key = hashlib.sha1(json.dumps([
-            sorted(objects), dilate, feather, self.backend, self.weights, self.backend == "neural" and self.half,
-            frames[0], frames[-1], len(frames),
-            len(stats), sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0),
+            sorted(objects), dilate, feather, self.backend, self.weights, self.spec.neural and self.half,
+            frames[0], frames[-1], len(frames), *self.session.masks_stamp(),
         ]).encode()).hexdigest()
         stamp = frame_dir / ".tam_inpaint_key"
         if not stamp.is_file() or stamp.read_text().strip() != key:
@@ -631,10 +635,10 @@ def _feather(orig: np.ndarray, filled: np.ndarray, mask: np.ndarray, px: int) ->
 def _write_png_atomic(path: Path, rgb: np.ndarray) -> None:
     import cv2
 
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path} (disk full or no permission?)")
-    os.replace(tmp, path)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    atomic_write(path, buf.tobytes(), sync_dir=False)
 
 
 def _encode_mp4(frame_dir: Path, frames: list[int], out: Path, fps: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TextIO
 
 
@@ -19,10 +19,6 @@ class Progress:
     fps: float = 0.0
     eta_s: float | None = None
     message: str = ""
-
-    def as_dict(self) -> dict:
-        """Plain dict for the worker protocol and the job log."""
-        return asdict(self)
 
 
 class RateMeter:

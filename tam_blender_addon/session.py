@@ -8,16 +8,28 @@ Imported inside Blender, so numpy and the standard library only. Layout (format
     prompts.json        {"prompts": [{"type": "click"|"box"|"mask", ...}]}  (mask: run lengths)
     masks/f000123.npz   labels uint8 (H, W), obj_ids int32 (K,), confidence float32 (K,), kind str
     log.jsonl           job log, one JSON object per line
+    ledger.json         the log compacted: {"log_offset", "log_head", "spans"} (see `read_ledger`)
     .lock               writer lock: {"pid", "host", "time", "token"}
 
-Every file is written atomically (temp file in the same folder, flush, fsync, os.replace),
-so a crash leaves either the old or the new version of a file, never half of one. Stray
-temp files from a crash are removed when the session is next opened for writing.
+Every file is written atomically (`atomic.atomic_write`: temp file in the same folder,
+flush, fsync, os.replace), so a crash leaves either the old or the new version of a file,
+never half of one. Stray temp files from a crash are removed when the session is next
+opened for writing. The layout is known here only: other code asks `Session` for paths
+(`mask_path`, `masks_stamp`, `exists`).
+
+Tracker settings that belong to the session (``settings`` in session.json, listed in
+`TRACKER_SETTINGS`): ``max_resolution`` (processing size, 0 = source size), ``mem_every``
+and ``max_memory_frames`` (XMem's memory), ``half_precision`` (the default of the engine's
+``half``). They shape every tracked mask and are part of each finished span's signature,
+so they are fixed when the session is made (from Blender's preferences) and read from the
+session by every engine that opens it: changing a preference later does not mix masks
+made two ways into one session. The worker returns them in its session info.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -38,23 +50,25 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import TMP_SUFFIX, atomic_write, remove_stray_temps
 from .errors import InputError, SessionError
 
 FORMAT = "tam-session"
 VERSION = 1
 MAX_OBJECTS = 255
 MASK_KINDS = ("keyframe", "tracked", "refined")
+TRACKER_SETTINGS = ("max_resolution", "mem_every", "max_memory_frames", "half_precision")
 
 SESSION_FILE = "session.json"
 OBJECTS_FILE = "objects.json"
 PROMPTS_FILE = "prompts.json"
 LOG_FILE = "log.jsonl"
+LEDGER_FILE = "ledger.json"
 LOCK_FILE = ".lock"
 MASKS_DIR = "masks"
-TMP_SUFFIX = ".tmp"
 
 _MASK_RE = re.compile(r"^f(\d+)\.npz$")
-_OWN_NAMES = {SESSION_FILE, OBJECTS_FILE, PROMPTS_FILE, LOG_FILE, LOCK_FILE, MASKS_DIR}
+_OWN_NAMES = {SESSION_FILE, OBJECTS_FILE, PROMPTS_FILE, LOG_FILE, LEDGER_FILE, LOCK_FILE, MASKS_DIR}
 
 logger = logging.getLogger(__name__)
 
@@ -79,73 +93,31 @@ _PALETTE: tuple[tuple[float, float, float], ...] = (
 # ----------------------------------------------------------------------------- helpers
 
 
-def atomic_write(path: str | Path, data: bytes, sync_dir: bool = True) -> None:
-    """Write `data` to `path` so that a crash leaves the old file or the new one, never half.
-
-    `sync_dir` also fsyncs the folder so the rename itself survives a power cut; bulk
-    per-frame files skip it (a lost rename only means that frame is redone).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if sync_dir:
-        _fsync_dir(path.parent)
-
-
-def _replace(tmp: str, path: Path) -> None:
-    """os.replace, retried briefly on Windows where a reader holding the target blocks it."""
-    for attempt in range(20):
-        try:
-            os.replace(tmp, path)
-            return
-        except PermissionError:
-            if not sys.platform.startswith("win") or attempt == 19:
-                raise
-            time.sleep(0.05)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    if sys.platform.startswith("win"):
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, data: Any) -> None:
     """Atomically write `data` as pretty JSON (small files, human-inspectable)."""
     atomic_write(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def remove_stray_temps(folder: str | Path) -> list[Path]:
-    """Delete temp files left by an interrupted atomic write in `folder`; return what was removed."""
-    removed: list[Path] = []
-    folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for p in folder.iterdir():
-        if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file():
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    return removed
+def _last_newline_end(f: Any, chunk: int = 1 << 16) -> int | None:
+    """Where a file should be cut to drop a half-written last line; None when it ends whole.
+
+    Reads backwards from the end in chunks, so a long log costs one chunk, not its size.
+    """
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return None
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return None
+    pos = size
+    while pos > 0:
+        start = max(0, pos - chunk)
+        f.seek(start)
+        i = f.read(pos - start).rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        pos = start
+    return 0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -297,6 +269,18 @@ class FrameMapping:
     def contains_scene(self, scene_frame: int, num_frames: int | None = None) -> bool:
         """True if `scene_frame` shows a frame of the mapped source range."""
         return self.contains_source(self.scene_to_source(scene_frame), num_frames)
+
+    def source_of(self, scene_frame: int, num_frames: int | None = None) -> int:
+        """Source index shown at `scene_frame`; InputError when the strip does not show that frame."""
+        if self.contains_scene(scene_frame, num_frames):
+            return self.scene_to_source(scene_frame)
+        first = self.source_to_scene(max(0, self.source_start))
+        if self.length is not None or num_frames is not None:
+            shown = self.source_range(num_frames if num_frames is not None else self.source_start + self.length)
+            where = f"frames {first}..{first + len(shown) - 1}"
+        else:
+            where = f"frames from {first}"
+        raise InputError(f"frame {int(scene_frame)} is outside the strip ({where})")
 
     def source_range(self, num_frames: int) -> range:
         """The source indices the mapping covers, clipped to a source of `num_frames`."""
@@ -636,9 +620,9 @@ class Session:
         log = self.path / LOG_FILE
         if log.is_file():
             with open(log, "rb+") as f:
-                data = f.read()
-                if data and not data.endswith(b"\n"):
-                    f.truncate(data.rfind(b"\n") + 1)
+                end = _last_newline_end(f)
+                if end is not None:
+                    f.truncate(end)
                     f.flush()
                     os.fsync(f.fileno())
                     logger.warning("session %s: dropped a half-written log line", self.path)
@@ -995,13 +979,13 @@ class Session:
             kind=np.asarray(kind),
             areas=np.asarray(areas, dtype=np.int64),
         )
-        atomic_write(self.path / MASKS_DIR / mask_filename(frame), data, sync_dir=False)
+        atomic_write(self.mask_path(frame), data, sync_dir=False)
 
     def read_mask(self, frame: int) -> MaskRecord | None:
         """The mask record of `frame`; None if absent or unreadable (logged, then set aside)."""
         self._check_open()
         f = int(frame)
-        p = self.path / MASKS_DIR / mask_filename(f)
+        p = self.mask_path(f)
         try:
             with np.load(p, allow_pickle=False) as z:
                 labels = z["labels"]
@@ -1032,7 +1016,7 @@ class Session:
         without stored areas fall back to counting the labels). None if absent/unreadable.
         """
         self._check_open()
-        p = self.path / MASKS_DIR / mask_filename(int(frame))
+        p = self.mask_path(frame)
         try:
             with np.load(p, allow_pickle=False) as z:
                 obj_ids = [int(i) for i in z["obj_ids"]]
@@ -1077,6 +1061,29 @@ class Session:
                     os.replace(p, p.with_name(p.name + ".bad"))
                 self.log("mask_unreadable", frame=frame, error=str(err)[:200])
 
+    # -- where things are (the folder layout is known here only)
+
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        """True when `path` holds a session (its session.json), e.g. to open rather than create."""
+        return (Path(path) / SESSION_FILE).is_file()
+
+    def tracker_settings(self) -> dict[str, Any]:
+        """The session's own tracker settings (see the module docstring); None = the backend's default."""
+        return {k: self.settings.get(k) for k in TRACKER_SETTINGS}
+
+    def mask_path(self, frame: int) -> Path:
+        """The file of source frame `frame`'s mask record (for change stamps; read it with `read_mask`)."""
+        return self.path / MASKS_DIR / mask_filename(int(frame))
+
+    def masks_stamp(self) -> tuple[int, int, int]:
+        """(files, total bytes, newest mtime in ns) of the stored masks: changes whenever a mask does."""
+        folder = self.path / MASKS_DIR
+        if not folder.is_dir():
+            return 0, 0, 0
+        stats = [e.stat() for e in os.scandir(folder) if _MASK_RE.match(e.name)]
+        return len(stats), sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0)
+
     def mask_frames(self) -> list[int]:
         """Sorted source frames that have a stored mask record."""
         self._check_open()
@@ -1098,10 +1105,10 @@ class Session:
         return rec.mask(obj)
 
     def delete_mask(self, frame: int) -> None:
-        """Forget the stored mask of `frame` (e.g. before re-tracking it)."""
+        """Forget the stored mask of `frame` (kept: the matting branch's alpha tests use it)."""
         self._check_writable()
         with self._mutex, contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path / MASKS_DIR / mask_filename(int(frame)))
+            os.unlink(self.mask_path(frame))
 
     # -- job log
 
@@ -1117,13 +1124,23 @@ class Session:
 
     def read_log(self) -> list[dict]:
         """All log entries in order (a half-written last line from a crash is skipped)."""
+        return self.log_tail(0)[0]
+
+    def log_tail(self, offset: int) -> tuple[list[dict], int]:
+        """The log entries after byte `offset` and the offset just past the last whole line.
+
+        Reading from a `read_ledger` offset costs what was logged since, not the whole log.
+        """
         self._check_open()
-        out: list[dict] = []
         try:
-            text = (self.path / LOG_FILE).read_text("utf-8", errors="replace")
+            with open(self.path / LOG_FILE, "rb") as f:
+                f.seek(offset)
+                data = f.read()
         except FileNotFoundError:
-            return out
-        for line in text.splitlines():
+            return [], offset
+        whole = data[: data.rfind(b"\n") + 1]  # a half-written last line waits for its end
+        out: list[dict] = []
+        for line in whole.decode("utf-8", errors="replace").splitlines():
             if not line.strip():
                 continue
             try:
@@ -1132,4 +1149,38 @@ class Session:
                 continue
             if isinstance(entry, dict):
                 out.append(entry)
-        return out
+        return out, offset + len(whole)
+
+    def _log_head(self) -> str:
+        """Fingerprint of the log's first line: tells a ledger of this log from one of a replaced log."""
+        try:
+            with open(self.path / LOG_FILE, "rb") as f:
+                return hashlib.sha1(f.readline()).hexdigest()[:16]
+        except FileNotFoundError:
+            return ""
+
+    def read_ledger(self) -> dict:
+        """The compacted log: {"log_offset": bytes covered, "spans": {...}}; empty if absent or stale.
+
+        The engine keeps its per-span tracking state here and replays only `log_tail`
+        from ``log_offset``, so resuming a long track does not re-read the whole log.
+        """
+        self._check_open()
+        try:
+            data = self._load_json(LEDGER_FILE, None)
+        except SessionError:  # derived data: a damaged ledger is rebuilt from the log
+            return {}
+        if not isinstance(data, dict) or not isinstance(data.get("log_offset"), int):
+            return {}
+        try:
+            size = (self.path / LOG_FILE).stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if data["log_offset"] > size or data.get("log_head") != self._log_head():
+            return {}  # the log was truncated or replaced: the ledger no longer describes it
+        return data
+
+    def write_ledger(self, log_offset: int, **state: Any) -> None:
+        """Record the state the log up to byte `log_offset` adds up to (atomically)."""
+        self._check_writable()
+        _write_json(self.path / LEDGER_FILE, {"log_offset": int(log_offset), "log_head": self._log_head(), **state})

@@ -9,10 +9,14 @@ Commands (params; ``?`` = optional) and their result data:
 
 * short, answered on the main thread:
   ``hello`` -> protocol, worker, pid, python, executable, platform, torch, cuda, devices
-  [{id, name}]; ``create_session{path, source, scene_start?, source_start?, length?,
+  [{id, name}], auto_device (cuda, mps or cpu); ``weights{dir?}`` -> folder, sam_names{vit_b: registry name, ...},
+  checkpoints [{name, filename, kind, size, sha256, installed, path, page, note}];
+  ``create_session{path, source, scene_start?, source_start?, length?,
   backend?, device?, weights?, weights_dir?, sam_model?, refine?, half?, log?}`` and
   ``open_session{path, backend?, ...same engine options..., log?}`` -> path, backend,
-  backend_label, synthetic, source{...}, objects, mask_frames; ``close_session``;
+  backend_label, synthetic, source{...}, objects, mask_frames, settings (the session's
+  tracker settings: max_resolution, mem_every, max_memory_frames, half_precision; null =
+  default), engine{device, half, refine, sam_model, weights}; ``close_session``;
   ``add_object{name?, color?, obj_id?}``, ``remove_object{obj}``, ``update_object{obj, name?,
   color?}``, ``add_click{frame, obj,
   x, y, positive?}``, ``add_box{frame, obj, x0, y0, x1, y1}``, ``clear_prompts{frame,
@@ -27,9 +31,12 @@ Commands (params; ``?`` = optional) and their result data:
 
 The worker is the session's single writer (it holds the lock), so object and prompt
 edits go through it too; the Blender side follows with a read-only `Session`. Engine
-commands are refused as "busy" while a job runs. `cancel` sets the flag the engine
+commands are refused as "busy" while a job runs. Long jobs are one table, `JOBS`: each
+entry makes a generator of `Progress` from the engine. `cancel` sets the flag the engine
 polls through ``should_stop``, so a job stops between frames (error event ``Cancelled``)
-and every finished frame stays on disk. User errors (TamError) come back as error
+and every finished frame stays on disk; a generator that yields again after the cancel
+is closed between those two yields. `shutdown` waits for the job to end before it
+closes the session. User errors (TamError) come back as error
 events with the class name in ``data.error``; anything else also carries
 ``data.traceback`` and is written to the worker log and the session log. WARNING
 records of the package's loggers are sent as warning events for the request in hand.
@@ -38,7 +45,6 @@ records of the package's loggers are sent as warning events for the request in h
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import os
 import platform
@@ -49,7 +55,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import Cancelled, InputError, SessionError, TamError, as_user_error
 from .protocol import (
@@ -62,11 +68,16 @@ from .protocol import (
     progress_data,
 )
 
+if TYPE_CHECKING:
+    from .pipeline import Engine
+    from .progress import Progress
+    from .session import Session
+
 LOG = logging.getLogger(__name__)
 PACKAGE_LOGGER = __name__.split(".")[0]  # "track_anything": the worker, session, frames, engine loggers
 _current = threading.local()  # .req: the request the running thread works for
 ROOT = Path(__file__).resolve().parents[1]
-JOIN_ON_EXIT_S = 30.0  # how long a cancelled job may take to reach its next frame at exit
+JOIN_ON_EXIT_S = 30.0  # at exit, a warning every this often while a cancelled job finishes its frame
 
 
 # --------------------------------------------------------------------------- channel
@@ -195,6 +206,7 @@ _OPT_DICT: Check = ("an object or null", lambda v: v is None or isinstance(v, di
 # command -> {param: (check, required)}
 PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
     "hello": {},
+    "weights": {"dir": (_OPT_STR, False)},
     "open_session": {
         "path": (_STR, True), "backend": (_OPT_STR, False), "device": (_STR, False),
         "weights": (_STR, False), "weights_dir": (_OPT_STR, False), "sam_model": (_STR, False),
@@ -230,7 +242,6 @@ PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
     "shutdown": {},
     "_noise": {"lines": (_INT, False)},
 }
-LONG_JOBS = ("track", "refine", "inpaint", "export", "shapes")
 
 
 def check_params(cmd: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -254,13 +265,20 @@ def _given(params: dict[str, Any], *names: str) -> dict[str, Any]:
     return {n: params[n] for n in names if n in params and params[n] is not None}
 
 
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    """True when `fn` takes a keyword argument `name` (or **kwargs)."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return False
-    return name in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+StopFn = Callable[[], bool]
+# A long job: (engine, checked params, should_stop) -> a generator of Progress, one per
+# finished frame; what it returns (a dict, or None) joins the job's result.
+JobFn = Callable[["Engine", dict[str, Any], StopFn], Iterator["Progress"]]
+
+JOBS: dict[str, JobFn] = {
+    "track": lambda engine, p, stop: engine.track(**_given(p, "start", "end", "direction"), should_stop=stop),
+    "refine": lambda engine, p, stop: engine.refine(**_given(p, "frames"), should_stop=stop),
+    "inpaint": lambda engine, p, stop: engine.inpaint(p["objects"], p["out"],
+                                                      **_given(p, "dilate", "feather", "frames"), should_stop=stop),
+    "export": lambda engine, p, stop: engine.export(p["format"], p["out"], **_given(p, "frames"), should_stop=stop),
+    "shapes": lambda engine, p, stop: engine.shapes(p["out"], should_stop=stop, **_given(p, "known")),
+}
+LONG_JOBS = tuple(JOBS)
 
 
 def _test_delay(cmd: str) -> None:
@@ -279,8 +297,6 @@ class Job:
     cmd: str
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
-    polls_stop: bool = False  # the engine generator was given should_stop
-    seen_cancel: bool = False  # a progress event was sent after the cancel was set
     finished: threading.Event = field(default_factory=threading.Event)  # set just before the answer
 
 
@@ -323,9 +339,11 @@ def runtime_info() -> dict[str, Any]:
         if info["cuda"]:
             for i in range(torch.cuda.device_count()):
                 info["devices"].append({"id": f"cuda:{i}", "name": torch.cuda.get_device_name(i)})
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
+        from ..models.device import mps_available, resolve_device
+
+        if mps_available():
             info["devices"].append({"id": "mps", "name": "Apple Metal (MPS)"})
+        info["auto_device"] = resolve_device("auto").type  # what device "auto" runs on (models/device.py)
     except Exception as exc:  # noqa: BLE001 - driver trouble: report it in hello
         info["cuda_error"] = f"{type(exc).__name__}: {exc}"
     return info
@@ -336,8 +354,8 @@ class Worker:
 
     def __init__(self, channel: EventChannel, log_path: str | None = None) -> None:
         self.channel = channel
-        self.session: Any = None
-        self.engine: Any = None
+        self.session: Session | None = None
+        self.engine: Engine | None = None
         self.job: Job | None = None
         self._lock = threading.Lock()
         self._log_handler: logging.Handler | None = None
@@ -383,12 +401,24 @@ class Worker:
 
     def _finish(self) -> None:
         """Stop the job (between frames), release the session, close the channel."""
-        job = self.job
-        if job is not None and job.thread is not None and job.thread.is_alive():
-            job.cancel.set()
-            job.thread.join(JOIN_ON_EXIT_S)
+        self._stop_job()
         self._close_session()
         self.channel.close()
+
+    def _stop_job(self) -> None:
+        """Cancel the running job and wait until its thread has ended, however long its frame takes.
+
+        The session is closed only after this: a job thread must never write into a closed one.
+        """
+        job = self.job
+        if job is None or job.thread is None:
+            return
+        job.cancel.set()
+        job.thread.join(JOIN_ON_EXIT_S)
+        while job.thread.is_alive():
+            LOG.warning("waiting for %s (request %d) to reach its next frame before closing the session",
+                        job.cmd, job.req)
+            job.thread.join(JOIN_ON_EXIT_S)
 
     def handle(self, request: Request) -> None:
         """Run one request: short ones here, long ones in the job thread."""
@@ -441,7 +471,7 @@ class Worker:
         if job is not None:
             raise TamError(f"busy: {job.cmd} (request {job.req}) is still running; cancel it or wait before {cmd}")
 
-    def _need_engine(self, cmd: str) -> Any:
+    def _need_engine(self, cmd: str) -> Engine:
         if self.engine is None:
             raise SessionError(f"{cmd}: no session is open in the worker (send open_session first)")
         return self.engine
@@ -451,6 +481,12 @@ class Worker:
         """Protocol version, worker version, Python, torch, CUDA and devices."""
         info = runtime_info()
         return {"protocol": PROTOCOL_VERSION, "worker": worker_version(), "pid": os.getpid(), **info}
+
+    def cmd_weights(self, rid: int, /, dir: str | None = None) -> dict[str, Any]:
+        """The checkpoint registry: folder, and per checkpoint its file, size, sha256 and whether installed."""
+        from ..models.weights import registry_state
+
+        return registry_state(dir)
 
     def cmd_open_session(self, rid: int, /, path: str, log: str | None = None, **options: Any) -> dict[str, Any]:
         """Open the session at `path` and build its engine (backend, device, weights...)."""
@@ -478,7 +514,7 @@ class Worker:
         session = Session.create(path, info, mapping, backend=options.get("backend") or "classic")
         return self._attach(session, options)
 
-    def _attach(self, session: Any, options: dict[str, Any]) -> dict[str, Any]:
+    def _attach(self, session: Session, options: dict[str, Any]) -> dict[str, Any]:
         """Build the engine for a freshly opened session and describe both."""
         from .pipeline import Engine
 
@@ -489,19 +525,22 @@ class Worker:
             session.close()
             raise
         self.session, self.engine = session, engine
-        label = engine.backend_label() if hasattr(engine, "backend_label") else getattr(engine, "backend", None)
+        label = engine.backend_label()
         session.log("worker_open", pid=os.getpid(), backend=label)
         LOG.info("opened session %s (%s)", session.path, label)
         src = session.source
         return {
             "path": str(session.path),
-            "backend": getattr(engine, "backend", None),
+            "backend": engine.backend,
             "backend_label": label,
-            "synthetic": bool(getattr(engine, "synthetic", False)),
+            "synthetic": engine.synthetic,
             "source": {"path": src.path, "kind": src.kind, "width": src.width, "height": src.height,
                        "fps": src.fps, "num_frames": src.num_frames},
             "objects": [{"id": o.id, "name": o.name, "color": list(o.color)} for o in session.objects],
             "mask_frames": len(session.mask_frames()),
+            "settings": session.tracker_settings(),
+            "engine": {"device": engine.device, "half": engine.half, "refine": engine.refine_enabled,
+                       "sam_model": engine.sam_model, "weights": engine.weights},
         }
 
     def cmd_close_session(self, rid: int, /) -> dict[str, Any]:
@@ -514,7 +553,7 @@ class Worker:
     def _close_session(self) -> None:
         engine, session = self.engine, self.session
         self.engine = self.session = None
-        if engine is not None and hasattr(engine, "close"):
+        if engine is not None:
             try:
                 engine.close()
             except Exception:  # noqa: BLE001 - closing must not stop the next open
@@ -527,10 +566,9 @@ class Worker:
 
     # The worker holds the session's writer lock, so edits of objects and prompts go
     # through it too; the Blender side follows them with a read-only Session handle.
-    def _writable_session(self, cmd: str) -> Any:
+    def _writable_session(self, cmd: str) -> Session:
         self._refuse_if_busy(cmd)
-        self._need_engine(cmd)
-        return self.session
+        return self._need_engine(cmd).session
 
     def cmd_add_object(self, rid: int, /, **params: Any) -> dict[str, Any]:
         """Add an object (ids from 1 in order added); its id, name and colour."""
@@ -620,12 +658,8 @@ class Worker:
         return {"cancelled": True, "req": job.req}
 
     def cmd_shutdown(self, rid: int, /) -> dict[str, Any]:
-        """Stop the job between frames, close the session, then leave the request loop."""
-        job = self._busy()
-        if job is not None:
-            job.cancel.set()
-            if job.thread is not None:
-                job.thread.join(JOIN_ON_EXIT_S)
+        """Stop the job between frames (waiting for it to end), close the session, leave the loop."""
+        self._stop_job()
         self._close_session()
         self._stop = True
         return {"bye": True}
@@ -656,29 +690,6 @@ class Worker:
                 job.finished.set()
                 raise
 
-    def _job_steps(self, job: Job, params: dict[str, Any]) -> Any:
-        """The engine generator (or, for shapes, the writer's return value) of `job`."""
-        engine, stop = self.engine, job.cancel.is_set
-        job.polls_stop = job.cmd in ("track", "inpaint", "refine")
-        if job.cmd == "track":
-            return engine.track(**_given(params, "start", "end", "direction"), should_stop=stop)
-        if job.cmd == "inpaint":
-            return engine.inpaint(params["objects"], params["out"],
-                                  **_given(params, "dilate", "feather", "frames"), should_stop=stop)
-        if job.cmd == "export":
-            job.polls_stop = _accepts(engine.export, "should_stop")
-            extra = {"should_stop": stop} if job.polls_stop else {}
-            return engine.export(params["format"], params["out"], **_given(params, "frames"), **extra)
-        if job.cmd == "refine":
-            return engine.refine(**_given(params, "frames"), should_stop=stop)
-        if job.cmd == "shapes":
-            try:
-                from .matte_shapes import write_shapes
-            except ImportError as exc:
-                raise TamError(f"shapes: the mask-shape writer is not available in this build ({exc})") from None
-            return write_shapes(self.session, params["out"], known=params.get("known"))
-        raise ProtocolError(f"unknown long job {job.cmd!r}")
-
     def _run_job(self, job: Job, params: dict[str, Any]) -> None:
         """Run the job to its end, then send its result or error."""
         _current.req = job.req
@@ -687,48 +698,67 @@ class Worker:
         self.channel.send(job.req, kind, data)
 
     def _job_outcome(self, job: Job, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Iterate the job, one progress event per Progress; ("result"|"error", data)."""
+        """Run the job's generator from the table; ("result"|"error", data)."""
         t0 = time.monotonic()
-        last = None
-        count = 0
-        stopped_early = False
+        tally = _Tally()
         try:
-            steps = self._job_steps(job, params)
-            if isinstance(steps, Iterator):
-                try:
-                    for progress in steps:
-                        count += 1
-                        last = progress
-                        if not self.channel.send(job.req, "progress", progress_data(progress)):
-                            job.cancel.set()  # the client has gone: stop at the next frame
-                        if job.cancel.is_set():
-                            # An engine that polls should_stop stops before its next frame;
-                            # one that does not (or a second frame after the cancel) is
-                            # closed here, between frames, all the same.
-                            if not job.polls_stop or job.seen_cancel:
-                                stopped_early = True
-                                break
-                            job.seen_cancel = True
-                finally:
-                    steps.close()
-                result: dict[str, Any] = {}
-            else:
-                result = steps if isinstance(steps, dict) else {"value": steps}
-            done = int(getattr(last, "done", count)) if last is not None else 0
-            total = int(getattr(last, "total", count)) if last is not None else 0
-            if job.cancel.is_set() and (stopped_early or done < total):
-                raise Cancelled(f"{job.cmd} cancelled after {done} of {total} frames; finished frames are kept")
-            LOG.info("%s (request %d) finished: %d/%d in %.1fs", job.cmd, job.req, done, total,
+            steps = JOBS[job.cmd](self._need_engine(job.cmd), params, job.cancel.is_set)
+            result = self._drive(job, steps, tally)
+            if job.cancel.is_set() and (result is None or tally.done < tally.total):
+                raise Cancelled(f"{job.cmd} cancelled after {tally.done} of {tally.total} frames; "
+                                "finished frames are kept")
+            LOG.info("%s (request %d) finished: %d/%d in %.1fs", job.cmd, job.req, tally.done, tally.total,
                      time.monotonic() - t0)
-            return "result", {"cmd": job.cmd, "done": done, "total": total, "progress_events": count,
-                              "seconds": round(time.monotonic() - t0, 3), **result}
+            return "result", {"cmd": job.cmd, "done": tally.done, "total": tally.total,
+                              "progress_events": tally.count, "seconds": round(time.monotonic() - t0, 3),
+                              **(result or {})}
         except Exception as exc:  # noqa: BLE001 - user errors plainly, anything else with its traceback
             user = as_user_error(exc)
             if user is None:
                 return "error", self._crash_data(job.req, job.cmd, exc)
             LOG.info("%s (request %d) ended: %s", job.cmd, job.req, user)
-            return "error", {"message": str(user), "error": type(user).__name__,
-                             "done": int(getattr(last, "done", 0) or 0)}
+            return "error", {"message": str(user), "error": type(user).__name__, "done": tally.done}
+
+    def _drive(self, job: Job, steps: Iterator[Progress], tally: _Tally) -> dict[str, Any] | None:
+        """One progress event per yield; the generator's return value, or None when closed early.
+
+        After a cancel the generator is resumed once more with ``should_stop`` true, so an
+        engine job stops before its next frame with its own message; one that yields
+        again anyway is closed right there, between two yields.
+        """
+        resumed_after_cancel = False
+        try:
+            while True:
+                try:
+                    progress = next(steps)
+                except StopIteration as end:
+                    return dict(end.value or {})
+                tally.count += 1
+                tally.last = progress
+                if not self.channel.send(job.req, "progress", progress_data(progress)):
+                    job.cancel.set()  # the client has gone: stop at the next frame
+                if job.cancel.is_set():
+                    if resumed_after_cancel:
+                        return None
+                    resumed_after_cancel = True
+        finally:
+            steps.close()
+
+
+@dataclass
+class _Tally:
+    """Progress seen so far in one job: how many events, and the latest."""
+
+    count: int = 0
+    last: Progress | None = None
+
+    @property
+    def done(self) -> int:
+        return self.last.done if self.last is not None else 0
+
+    @property
+    def total(self) -> int:
+        return self.last.total if self.last is not None else 0
 
 
 # --------------------------------------------------------------------------- main

@@ -43,6 +43,27 @@ def run_parity(model: str, fixture_dir: Path, out_dir: Path, timeout: float = 12
     return load_arrays(out)
 
 
+def parity_fixtures(model: str, fixture_dir: Path):
+    """The module-scoped fixtures `ours` (our arrays, from the parity dispatcher in a subprocess)
+    and `expected` (the golden arrays) of one fixture folder: ``ours, expected = parity_fixtures(...)``."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def ours(tmp_path_factory) -> dict[str, np.ndarray]:
+        return run_parity(model, fixture_dir, tmp_path_factory.mktemp(model))
+
+    @pytest.fixture(scope="module")
+    def expected() -> dict[str, np.ndarray]:
+        return load_arrays(Path(fixture_dir) / "expected.npz")
+
+    return ours, expected
+
+
+# The small XMem memory the long-term tests share (consolidation after a few frames).
+XMEM_SMALL_MEMORY = {"mem_every": 1, "top_k": 10, "max_mid_term_frames": 3, "min_mid_term_frames": 2,
+                     "num_prototypes": 8}
+
+
 def assert_e2fgvi_direct(ours: dict, expected: dict, name: str) -> None:
     """One direct-call array within its absolute tolerance."""
     diff = np.abs(ours[name].astype(np.float64) - expected[name])

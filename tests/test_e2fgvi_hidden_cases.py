@@ -13,21 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from golden import E2FGVI_ATOL, assert_e2fgvi_direct, assert_e2fgvi_procedure, load_arrays, run_parity
+from golden import E2FGVI_ATOL, assert_e2fgvi_direct, assert_e2fgvi_procedure, parity_fixtures
 
 from track_anything.models.e2fgvi.procedure import window_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests" / "fixtures" / "e2fgvi_extra" / "multi_numref2_44x50"
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory) -> dict[str, np.ndarray]:
-    return run_parity("e2fgvi", FIX, tmp_path_factory.mktemp("e2fgvi_extra"))
-
-
-@pytest.fixture(scope="module")
-def expected() -> dict[str, np.ndarray]:
-    return load_arrays(FIX / "expected.npz")
+ours, expected = parity_fixtures("e2fgvi", FIX)
 
 
 def test_reference_windows_for_num_ref_2() -> None:

@@ -10,21 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from golden import E2FGVI_ATOL, assert_e2fgvi_direct, assert_e2fgvi_procedure, load_arrays, run_parity
+from golden import E2FGVI_ATOL, assert_e2fgvi_direct, assert_e2fgvi_procedure, parity_fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests" / "fixtures" / "e2fgvi"
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory) -> dict[str, np.ndarray]:
-    """Our arrays for the fixture, produced by the parity dispatcher in a subprocess."""
-    return run_parity("e2fgvi", FIX, tmp_path_factory.mktemp("e2fgvi"))
-
-
-@pytest.fixture(scope="module")
-def expected() -> dict[str, np.ndarray]:
-    return load_arrays(FIX / "expected.npz")
+ours, expected = parity_fixtures("e2fgvi", FIX)
 
 
 def test_runner_produces_every_golden_array(ours: dict, expected: dict) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+
 import numpy as np
 import pytest
 
@@ -64,6 +67,16 @@ def _boxed_first_object(session, clip, frames=(0,)):
     for f in frames:
         session.add_box(f, oid, *clip.box(f, oid))
     return oid, Engine(session)
+
+
+@contextlib.contextmanager
+def _tracked_first_object(tmp_path, clip, video, end: int):
+    """A classic session with the clip's first object boxed on frame 0 and tracked over 0..end."""
+    with _new_session(tmp_path, video) as s:
+        oid, eng = _boxed_first_object(s, clip)
+        list(eng.track(start=0, end=end, direction="forward"))
+        yield s, oid, eng
+        eng.close()
 
 
 def _mean_j(session, clip, obj, frames=None):
@@ -138,9 +151,7 @@ def test_remove_object_keeps_pixels_outside_dilated_mask_and_resumes(tmp_path, o
     from track_anything.tam_blender_addon.frames import open_source
 
     clip, paths = occlusion_clip
-    with _new_session(tmp_path, paths["video"]) as s:
-        oid, eng = _boxed_first_object(s, clip)
-        list(eng.track(start=0, end=11, direction="forward"))
+    with _tracked_first_object(tmp_path, clip, paths["video"], end=11) as (s, oid, eng):
         out = tmp_path / "removed"
         stops = {"n": 0}
 
@@ -163,14 +174,11 @@ def test_remove_object_keeps_pixels_outside_dilated_mask_and_resumes(tmp_path, o
                 assert np.array_equal(res[~hole], orig[~hole])
                 if hole.any():
                     assert not np.array_equal(res[hole], orig[hole])
-        eng.close()
 
 
 def test_removal_reuses_finished_frames_only_while_the_masks_are_unchanged(tmp_path, occlusion_clip):
     clip, paths = occlusion_clip
-    with _new_session(tmp_path, paths["video"]) as s:
-        oid, eng = _boxed_first_object(s, clip)
-        list(eng.track(start=0, end=5, direction="forward"))
+    with _tracked_first_object(tmp_path, clip, paths["video"], end=5) as (s, oid, eng):
         out = tmp_path / "removed"
         frames = list(range(6))
         list(eng.inpaint([oid], str(out), dilate=4, frames=frames))
@@ -182,14 +190,11 @@ def test_removal_reuses_finished_frames_only_while_the_masks_are_unchanged(tmp_p
         assert len(list(eng.inpaint([oid], str(out), dilate=4, frames=frames))) == len(frames)
         # other settings (a bigger dilation) also start over
         assert len(list(eng.inpaint([oid], str(out), dilate=6, frames=frames))) == len(frames)
-        eng.close()
 
 
 def test_changed_tracker_settings_retrack_finished_spans_and_same_settings_skip_them(tmp_path, occlusion_clip):
     clip, paths = occlusion_clip
-    with _new_session(tmp_path, paths["video"]) as s:
-        oid, eng = _boxed_first_object(s, clip)
-        list(eng.track(start=0, end=6, direction="forward"))
+    with _tracked_first_object(tmp_path, clip, paths["video"], end=6) as (s, oid, eng):
         eng.close()
         again = Engine(s)
         assert list(again.track(start=0, end=6, direction="forward")) == []  # nothing changed: nothing redone
@@ -215,3 +220,60 @@ def test_tracker_fingerprint_follows_neural_settings_and_weights(tmp_path, occlu
         s.settings["half_precision"] = False
         s.settings["mem_every"] = 3
         assert Engine(s, weights="synthetic")._tracker_fingerprint() != fp
+
+
+def _replayed(session) -> dict:
+    """The span state by replaying every log line (what resuming cost before the ledger)."""
+    from track_anything.tam_blender_addon.pipeline import _apply_span_event
+
+    state: dict = {}
+    for ev in session.read_log():
+        _apply_span_event(state, ev)
+    return state
+
+
+def test_resume_reads_a_bounded_log_tail_after_20000_tracked_frames(tmp_path, monkeypatch):
+    from track_anything.tam_blender_addon import pipeline
+    from track_anything.tam_blender_addon import session as session_mod
+    from track_anything.tam_blender_addon.session import Session, SourceInfo
+
+    monkeypatch.setattr(session_mod.os, "fsync", lambda fd: None)  # 20,000 appends in about a second
+    n = 20_000
+    s = Session.create(tmp_path / "s", SourceInfo("long.mp4", "video", 8, 8, 25.0, n + 1))
+    eng = Engine(s)
+    read = []
+    real_tail = s.log_tail
+    monkeypatch.setattr(s, "log_tail", lambda offset: read.append(real_tail(offset)) or read[-1])
+    s.log("span_start", job="j", span="0->[1..20000]", sig="A", resume_from=None)
+    s.log("span_done", job="old", span="x", sig="B")
+    for f in range(1, n + 1):  # what Engine._run_span logs per frame, compaction included
+        s.log("track_frame", job="j", sig="A", frame=f, doubtful=[])
+        if f % pipeline.LEDGER_EVERY == 0:
+            eng._span_state(compact=True)
+    assert len(s.read_log()) == n + 2
+    read.clear()
+    state = eng._span_state()  # a resume after a crash at the last frame
+    assert len(read) == 1 and len(read[0][0]) <= pipeline.LEDGER_EVERY
+    assert state == _replayed(s) == {"A": n, "B": "done"}
+    # a crash with the whole pass unrecorded in the ledger costs one full replay, then is bounded again
+    (s.path / session_mod.LEDGER_FILE).unlink()
+    read.clear()
+    assert eng._span_state() == {"A": n, "B": "done"} and len(read[0][0]) == n + 2
+    read.clear()
+    assert eng._span_state() == {"A": n, "B": "done"} and read[0][0] == []
+    s.close()
+
+
+def test_ledger_of_a_replaced_log_is_ignored(tmp_path):
+    from track_anything.tam_blender_addon import session as session_mod
+    from track_anything.tam_blender_addon.session import Session, SourceInfo
+
+    s = Session.create(tmp_path / "s", SourceInfo("v.mp4", "video", 8, 8, 25.0, 10))
+    eng = Engine(s)
+    s.log("span_done", sig="A")
+    assert eng._span_state(compact=True) == {"A": "done"}
+    (s.path / session_mod.LOG_FILE).write_text(json.dumps({"event": "span_done", "sig": "Z"}) + "\n" * 40)
+    assert eng._span_state() == {"Z": "done"}
+    (s.path / session_mod.LEDGER_FILE).write_text("{damaged")
+    assert eng._span_state() == {"Z": "done"}
+    s.close()

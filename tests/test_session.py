@@ -432,3 +432,72 @@ def test_doubtful_frames_come_from_the_mask_summaries_without_keyframes_or_hidde
     assert sess.doubtful_frames(0.5) == [(1, a.id, pytest.approx(0.2))]
     assert sess.doubtful_frames(0.5, frames=[2]) == []
     assert sess.mask_summary(7) is None
+
+
+def test_frame_mapping_source_of_names_the_strip_range_when_outside() -> None:
+    m = FrameMapping(scene_start=100, source_start=10, length=20)
+    assert m.source_of(100) == 10 and m.source_of(119) == 29
+    with pytest.raises(InputError, match=r"frame 120 is outside the strip \(frames 100\.\.119\)"):
+        m.source_of(120)
+    with pytest.raises(InputError, match=r"frame 99 is outside the strip \(frames 100\.\.119\)"):
+        m.source_of(99)
+    open_ended = FrameMapping(scene_start=1, source_start=0)
+    assert open_ended.source_of(500) == 499
+    with pytest.raises(InputError, match=r"frame 9 is outside the strip \(frames 1\.\.8\)"):
+        open_ended.source_of(9, num_frames=8)
+
+
+def test_session_owns_its_paths_and_the_masks_stamp(sess: Session, tmp_path: Path) -> None:
+    assert Session.exists(sess.path) and not Session.exists(tmp_path / "nothing")
+    assert sess.masks_stamp() == (0, 0, 0)
+    sess.add_object()
+    sess.write_mask(3, np.ones((H, W), np.uint8))
+    assert sess.mask_path(3).is_file() and sess.mask_path(3).parent.parent == sess.path
+    first = sess.masks_stamp()
+    assert first[0] == 1 and first[1] == sess.mask_path(3).stat().st_size
+    sess.write_mask(4, np.ones((H, W), np.uint8))
+    assert sess.masks_stamp() != first
+
+
+def test_tracker_settings_are_the_sessions_own(tmp_path: Path) -> None:
+    with Session.create(tmp_path / "s", _source()) as s:
+        assert s.tracker_settings() == dict.fromkeys(session_mod.TRACKER_SETTINGS)
+        s.settings.update(mem_every=3, half_precision=True, unrelated="x")
+        s.save()
+    with Session.open(tmp_path / "s", writable=False) as s:
+        assert s.tracker_settings() == {"max_resolution": None, "mem_every": 3, "max_memory_frames": None,
+                                        "half_precision": True}
+
+
+def test_one_atomic_writer_in_the_tree() -> None:
+    """Temp-file-and-rename writing lives in atomic.py; the few other renames are not byte writers."""
+    import ast
+
+    allowed = {
+        ("atomic.py", "_replace"), ("atomic.py", "atomic_write"),
+        ("tam_blender_addon/session.py", "_acquire_lock"),  # hard-links a lock file into place
+        ("tam_blender_addon/session.py", "_set_aside_bad_mask"),  # renames a damaged mask to *.bad
+        ("models/weights.py", "download"),  # a resumable .part download moved into place once verified
+        ("tam_blender_addon/pipeline.py", "_encode_mp4"),  # ffmpeg writes the temp video itself
+        ("operators/env_plan.py", "finish_build"),  # moves whole environment folders into place
+    }
+    found = set()
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith((".venv", "tests/")) or "/.venv" in rel:
+            continue
+        for fn in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            calls = {ast.unparse(c.func) for c in ast.walk(fn) if isinstance(c, ast.Call)}
+            if calls & {"os.replace", "os.rename", "tempfile.mkstemp", "tempfile.NamedTemporaryFile"}:
+                found.add((rel, fn.name))
+    assert found <= allowed, sorted(found - allowed)
+
+
+def test_delete_mask_forgets_one_frame(sess: Session) -> None:
+    sess.add_object()
+    sess.write_mask(2, np.ones((H, W), np.uint8))
+    sess.delete_mask(2)
+    sess.delete_mask(2)  # already gone: no error
+    assert sess.read_mask(2) is None and sess.mask_frames() == []

@@ -15,6 +15,7 @@ import pytest
 
 from track_anything.models import weights
 from track_anything.models.weights import Checkpoint
+from track_anything.tam_blender_addon import cli_weights
 from track_anything.tam_blender_addon.errors import Cancelled, InputError, WeightsError
 
 
@@ -273,7 +274,7 @@ def test_registry_is_consistent():
 
 def _cli(argv: list[str]) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="tam")
-    weights.add_weights_parser(parser.add_subparsers(dest="cmd", required=True))
+    cli_weights.add_weights_parser(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(argv)
     out, err = io.StringIO(), io.StringIO()
     return args.func(args, out=out, err=err), out.getvalue(), err.getvalue()
@@ -318,3 +319,21 @@ def test_load_reads_state_dict_with_weights_only(tmp_path):
     torch.save({"w": argparse.Namespace(a=1)}, evil)  # arbitrary objects need full unpickling
     with pytest.raises(WeightsError, match="could not be read"):
         weights.load(evil)
+
+
+def test_worker_weights_command_reports_the_registry_state(tmp_path):
+    """The Blender side asks the worker (it never imports models.weights)."""
+    from track_anything.tam_blender_addon.protocol import Request, decode_event
+    from track_anything.tam_blender_addon.worker import EventChannel, Worker
+
+    (tmp_path / weights.CHECKPOINTS["xmem"].filename).write_bytes(b"x")
+    stream = io.BytesIO()
+    Worker(EventChannel(stream)).handle(Request(7, "weights", {"dir": str(tmp_path)}))
+    event = decode_event(stream.getvalue())
+    assert (event.req, event.kind) == (7, "result")
+    state = event.data
+    assert state["folder"] == str(tmp_path) and state["sam_names"]["vit_b"] == "sam_vit_b"
+    rows = {r["name"]: r for r in state["checkpoints"]}
+    assert set(rows) == set(weights.CHECKPOINTS)
+    assert rows["xmem"]["installed"] is True and rows["sam_vit_b"]["installed"] is False
+    assert rows["sam_vit_b"]["size"] == 375042383 and rows["xmem"]["path"] == str(tmp_path / "XMem.pth")

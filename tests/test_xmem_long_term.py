@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from golden import XMEM_SMALL_MEMORY
 
 from track_anything.models.xmem.bench import MovingTexture
 from track_anything.models.xmem.inference import InferenceCore
@@ -28,14 +29,7 @@ from track_anything.models.xmem.network import network_from_state_dict, syntheti
 from track_anything.models.xmem.parity import normalise, one_hot
 
 HW = 4 * 6  # 64x96 frames, stride 16
-CFG = dict(
-    mem_every=1,
-    top_k=10,
-    max_mid_term_frames=3,
-    min_mid_term_frames=2,
-    num_prototypes=8,
-    max_long_term_elements=44,
-)
+CFG = dict(XMEM_SMALL_MEMORY, max_long_term_elements=44)
 
 
 def _snapshot(store) -> dict | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from golden import XMEM_SMALL_MEMORY
 
 from track_anything.models.xmem.bench import MovingTexture
 from track_anything.models.xmem.inference import InferenceCore, pad_divide_by, unpad
@@ -89,14 +90,7 @@ def net():
 
 
 def test_consolidation_follows_the_official_size_rules_and_keeps_the_first_frame(net):
-    cfg = dict(
-        mem_every=1,
-        top_k=10,
-        max_mid_term_frames=3,
-        min_mid_term_frames=2,
-        num_prototypes=8,
-        max_long_term_elements=20,
-    )
+    cfg = dict(XMEM_SMALL_MEMORY, max_long_term_elements=20)
     video = MovingTexture((64, 96), objects=2, seed=3)
     core = InferenceCore(net, cfg)
     core.set_all_labels([1, 2])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from golden import load_arrays, run_parity
+from golden import XMEM_SMALL_MEMORY, load_arrays, run_parity
 
 ROOT = Path(__file__).resolve().parents[1]
 XMEM = ROOT / "tests" / "fixtures" / "xmem"
@@ -78,14 +78,7 @@ def test_runner_consolidates_long_term_memory_by_the_official_rules(tmp_path: Pa
     lab = video.labels(0)
     np.savez(tmp_path / "inputs.npz", frames=frames, first_mask=np.where(lab == 2, 5, lab).astype(np.uint8))
     icfg = json.loads((XMEM / "config.json").read_text())["inference_config"]
-    icfg.update(
-        mem_every=2,
-        top_k=10,
-        max_mid_term_frames=3,
-        min_mid_term_frames=2,
-        num_prototypes=16,
-        max_long_term_elements=40,
-    )
+    icfg.update(XMEM_SMALL_MEMORY, mem_every=2, num_prototypes=16, max_long_term_elements=40)
     end_flag = "step(..., end=False), then end=True on the last frame"
     config = {"formula": "synthetic-v2", "inference_config": icfg, "end_flag": end_flag}
     (tmp_path / "config.json").write_text(json.dumps(config))

@@ -34,22 +34,13 @@ import cv2
 import numpy as np
 import torch
 
-from ...tam_blender_addon.errors import InputError
+from ...errors import InputError
+from ..device import half_dtype, resolve_device
 from .network import InpaintGenerator, build_generator
 from .procedure import accumulate, composite, masked_input, neighbor_ids, pred_to_255, ref_ids
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 ENCODE_BATCH = 8  # frames encoded at once (bounds the encoder's full-resolution activations)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else as torch understands it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device} requested but CUDA is not available")
-    return dev
 
 
 def working_shape(h: int, w: int, work_size: tuple[int, int] | None) -> tuple[int, int]:
@@ -166,8 +157,9 @@ class E2FGVIInpainter:
         self.ref_length = int(ref_length)
         self.chunk_frames = int(chunk_frames)
         self.feather = int(feather)
-        # Half precision only where it pays and is supported: CUDA.
-        self.precision = precision if self.device.type == "cuda" else "fp32"
+        # Half precision only where the device policy allows it (CUDA).
+        dtype = half_dtype(self.device, precision != "fp32", prefer_bf16=precision == "bf16")
+        self.precision = next(name for name, d in PRECISIONS.items() if d == dtype)
         if model is None:
             model, label = build_generator(str(weights) if isinstance(weights, Path) else weights)
         else:

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
-from ...tam_blender_addon.errors import WeightsError
+from ...errors import WeightsError
 from ..checkpoint import check_state_dict, load_state_dict_file
+from ..device import run_op
 from ..synthetic import synthetic_state_dict
 from .spynet import SPyNet, flow_warp
 
@@ -123,8 +124,9 @@ class SecondOrderDeformableAlignment(nn.Module):
         mask = torch.sigmoid(mask)
         # Always float32: half-precision kernels are missing on some devices and the
         # offsets need the precision; under autocast the result goes back to x's dtype.
-        out = deform_conv2d(x.float(), offset.float(), self.weight.float(), self.bias.float(),
-                            stride=(1, 1), padding=(1, 1), dilation=(1, 1), mask=mask.float())
+        # (on MPS, which has no deform_conv2d kernel, this one op runs on the CPU)
+        out = run_op("deform_conv2d", deform_conv2d, x.float(), offset.float(), self.weight.float(),
+                     self.bias.float(), stride=(1, 1), padding=(1, 1), dilation=(1, 1), mask=mask.float())
         return out.to(x.dtype)
 
 

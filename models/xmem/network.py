@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...tam_blender_addon.errors import WeightsError
+from ...errors import WeightsError
 from ..checkpoint import check_state_dict, load_state_dict_file
 from ..synthetic import synthetic_state_dict
 from .modules import Decoder, KeyEncoder, KeyProjection, ValueEncoder

@@ -40,20 +40,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...tam_blender_addon.errors import InputError
+from ...errors import InputError
+from ..device import half_dtype, resolve_device
 from ..protocols import TrackResult
 from .inference import DEFAULT_CONFIG, InferenceCore
 from .network import load_network
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def processing_size(h: int, w: int, process_size: int | None) -> tuple[int, int]:
@@ -87,7 +81,8 @@ class XMemPropagator:
         self.network, self.weights_label = load_network(weights, self.device)
         self.synthetic = str(weights) == "synthetic"
         self.process_size = process_size
-        self.fast = bool(fast) and self.device.type == "cuda"
+        self._half = half_dtype(self.device, bool(fast))  # None: fp32
+        self.fast = self._half is not None
         self.return_probs = return_probs
         self.config = {**DEFAULT_CONFIG, **config}
         self._mean = torch.tensor(MEAN, device=self.device).view(3, 1, 1)
@@ -158,8 +153,8 @@ class XMemPropagator:
     @contextlib.contextmanager
     def _precision(self) -> Iterator[None]:
         """fp16 autocast in fast mode; otherwise fp32 with TF32 off (restored afterwards)."""
-        if self.fast:
-            with torch.autocast("cuda", dtype=torch.float16), torch.no_grad():
+        if self._half is not None:
+            with torch.autocast(self.device.type, dtype=self._half), torch.no_grad():
                 yield
             return
         if self.device.type != "cuda":

@@ -1,4 +1,4 @@
-"""Prompts for SAM derived from the tracker's coarse mask (Track Anything's step 3).
+"""The Refiner: a segmenter run on the tracker's coarse mask (Track Anything's step 3).
 
 Positive points sit at the most interior, most confident pixels of the object;
 negative points sit just outside it, on background or on neighbouring objects, where
@@ -8,7 +8,11 @@ with the coarse one, so a SAM answer that jumps to another object is thrown away
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from .protocols import Segmenter, SegmentResult, TrackResult
 
 MAX_POSITIVE = 3
 MAX_NEGATIVE = 4
@@ -71,3 +75,28 @@ def masks_consistent(coarse: np.ndarray, refined: np.ndarray, min_iou: float = M
     if union == 0:
         return False
     return float(np.logical_and(a, b).sum()) / float(union) >= min_iou
+
+
+class PromptRefiner:
+    """Refiner over any Segmenter: derived point prompts plus the coarse mask as mask prompt."""
+
+    def __init__(self, segmenter: Segmenter, min_iou: float = MIN_IOU) -> None:
+        self.segmenter = segmenter
+        self.name = f"prompt-refiner({segmenter.name})"
+        self.synthetic = bool(getattr(segmenter, "synthetic", False))
+        self.min_iou = min_iou
+
+    def refine(self, frame: np.ndarray, track: TrackResult, objects: Sequence[int],
+               key: str | None = None) -> dict[int, SegmentResult]:
+        """The refined masks of `objects` on `frame` that agree with the tracker's (others are left out)."""
+        self.segmenter.set_image(frame, key=key)
+        out: dict[int, SegmentResult] = {}
+        for o in objects:
+            coarse = track.labels == o
+            points, plabels = derive_prompts(coarse, track.labels, track.prob(o))
+            if points is None:
+                continue
+            res = self.segmenter.predict(points=points, labels=plabels, mask_prompt=coarse)
+            if masks_consistent(coarse, np.asarray(res.mask, bool), self.min_iou):
+                out[o] = res
+        return out
