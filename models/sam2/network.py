@@ -56,6 +56,12 @@ class Features:
         """The coarsest level and its encoding as (HW, B, C) token sequences."""
         return (self.fpn[-1].flatten(2).permute(2, 0, 1), self.pos[-1].flatten(2).permute(2, 0, 1))
 
+    def top_map(self) -> Tensor:
+        """The coarsest level as (B, C, h, w) viewed from its token sequence (channels-last strides, as the
+        official code passes it; convolutions round differently on that layout)."""
+        b, c, h, w = self.fpn[-1].shape
+        return self.tokens()[0].permute(1, 2, 0).view(b, c, h, w)
+
 
 @dataclass
 class HeadsOut:
@@ -169,7 +175,7 @@ class Sam2(nn.Module):
                       from_points: bool) -> tuple[Tensor, Tensor]:
         """(memory features float32, pos) from the raw top-level features and the high-res mask logits:
         binarised when the mask came from clicks, else sigmoid; ×20 −10; no-object embedding when absent."""
-        pix = feats.fpn[-1]
+        pix = feats.top_map()
         m = (high_res_masks > 0).float() if from_points else torch.sigmoid(high_res_masks)
         m = m * self.sigmoid_scale
         m = m + self.sigmoid_bias
@@ -192,7 +198,8 @@ class Sam2(nn.Module):
         return out.permute(1, 2, 0).view(b, self.hidden_dim, self.grid, self.grid)
 
     def high_res_features(self, feats: Features) -> list[Tensor]:
-        return [feats.fpn[0], feats.fpn[1]]
+        """The two fine levels for the decoder's skips, viewed through token layout like the official code."""
+        return [f.flatten(2).permute(2, 0, 1).permute(1, 2, 0).view(f.shape) for f in feats.fpn[:2]]
 
     def obj_ptr_pos(self, offsets: list[int], num_frames: int, device: torch.device) -> Tensor:
         """Projected 1-D sine encodings of signed frame offsets, normalised by the pointer window."""

@@ -272,7 +272,7 @@ class VideoPredictor:
         net = self.net
         high_res = net.high_res_features(feats)
         if mask is not None:
-            heads = net.mask_as_output(feats.fpn[-1], high_res, mask)
+            heads = net.mask_as_output(feats.top_map(), high_res, mask)
         else:
             pix = self._conditioned(state, obj, frame_idx, is_init, feats, reverse)
             n_pts = 0 if points is None else points[1].size(1)
