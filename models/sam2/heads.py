@@ -76,10 +76,13 @@ class PromptEncoder(nn.Module):
             emb = torch.where((labels == value).unsqueeze(-1), emb + self.point_embeddings[value].weight, emb)
         return emb
 
-    def forward(self, points: Tensor, labels: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor]:
-        bs = points.shape[0]
-        sparse = torch.empty((bs, 0, self.embed_dim), device=points.device)
-        sparse = torch.cat([sparse, self.embed_points(points, labels)], dim=1)
+    def forward(self, points: Tensor | None, labels: Tensor | None, masks: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Sparse (B, N+1, C) point tokens (none without points) and the dense (B, C, g, g) embedding."""
+        bs = points.shape[0] if points is not None else (masks.shape[0] if masks is not None else 1)
+        device = self.no_mask_embed.weight.device
+        sparse = torch.empty((bs, 0, self.embed_dim), device=device)
+        if points is not None:
+            sparse = torch.cat([sparse, self.embed_points(points, labels)], dim=1)
         if masks is not None:
             dense = self.mask_downscaling(masks)
         else:

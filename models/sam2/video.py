@@ -65,9 +65,11 @@ class VideoPredictor:
     max_cond_frames_in_attn = -1
     memory_temporal_stride = 1
 
-    def __init__(self, net: Sam2, tap: Tap | None = None):
+    def __init__(self, net: Sam2, tap: Tap | None = None, corrections_as_cond: bool = False):
         self.net = net
         self.tap = tap  # called with (name, tensor) at the points the parity fixtures record
+        # the official add_all_frames_to_correct_as_cond: prompts on tracked frames become conditioning frames
+        self.corrections_as_cond = corrections_as_cond
 
     @property
     def image_size(self) -> int:
@@ -122,8 +124,9 @@ class VideoPredictor:
     # --- prompts ---------------------------------------------------------------------------------
     def add_new_points_or_box(self, state: VideoState, frame_idx: int, obj_id: int, points=None, labels=None,
                               clear_old_points: bool = True, normalize_coords: bool = True,
-                              box=None) -> tuple[int, list[int], Tensor]:
-        """Clicks (label 1/0) and/or a box on one frame for one object -> (frame, obj ids, video-res logits)."""
+                              box=None, cond: bool | None = None) -> tuple[int, list[int], Tensor]:
+        """Clicks (label 1/0) and/or a box on one frame for one object -> (frame, obj ids, video-res logits).
+        `cond` forces the frame into (True) or out of (False) the conditioning memory; None = official rule."""
         self._check_frame(state, frame_idx)
         if (points is None) != (labels is None):
             raise InputError("points and labels must be given together")
@@ -151,9 +154,10 @@ class VideoPredictor:
             pts, lab = torch.cat([old[0], pts], dim=1), torch.cat([old[1], lab], dim=1)
         obj.points[frame_idx] = (pts, lab)
         obj.masks.pop(frame_idx, None)
-        return self._add_prompt(state, obj, frame_idx, points=(pts, lab), mask=None)
+        return self._add_prompt(state, obj, frame_idx, points=(pts, lab), mask=None, cond=cond)
 
-    def add_new_mask(self, state: VideoState, frame_idx: int, obj_id: int, mask) -> tuple[int, list[int], Tensor]:
+    def add_new_mask(self, state: VideoState, frame_idx: int, obj_id: int, mask,
+                     cond: bool | None = None) -> tuple[int, list[int], Tensor]:
         """A binary (H, W) mask for one object on one frame -> (frame, obj ids, video-res logits)."""
         self._check_frame(state, frame_idx)
         m = torch.as_tensor(mask)
@@ -167,13 +171,19 @@ class VideoPredictor:
         obj = self._object(state, obj_id)
         obj.masks[frame_idx] = m
         obj.points.pop(frame_idx, None)
-        return self._add_prompt(state, obj, frame_idx, points=None, mask=m)
+        return self._add_prompt(state, obj, frame_idx, points=None, mask=m, cond=cond)
 
     def _add_prompt(self, state: VideoState, obj: ObjectTrack, frame_idx: int,
-                    points: tuple[Tensor, Tensor] | None, mask: Tensor | None) -> tuple[int, list[int], Tensor]:
+                    points: tuple[Tensor, Tensor] | None, mask: Tensor | None,
+                    cond: bool | None = None) -> tuple[int, list[int], Tensor]:
         is_init = frame_idx not in obj.tracked
         reverse = False if is_init else obj.tracked[frame_idx]
-        key = COND if is_init else NON_COND
+        is_cond = (is_init or self.corrections_as_cond) if cond is None else bool(cond)
+        if not is_cond and not obj.out[COND] and not obj.temp[COND]:
+            is_cond = True  # an object's first prompt is always a conditioning frame
+        if is_cond and not is_init and not obj.out[COND] and not obj.temp[COND]:
+            is_init = True  # no memory to condition on yet
+        key = COND if is_cond else NON_COND
         prev_logits = None
         if points is not None:
             prev = obj.temp[key].get(frame_idx) or obj.out[COND].get(frame_idx) or obj.out[NON_COND].get(frame_idx)
@@ -181,7 +191,9 @@ class VideoPredictor:
                 prev_logits = torch.clamp(prev["pred_masks"].to(state.device), -32.0, 32.0)
         out, _ = self._run_frame(state, obj, frame_idx, is_init, points, mask, reverse, False, prev_logits)
         obj.temp[key][frame_idx] = out
-        return frame_idx, state.obj_ids, self.consolidated(state, frame_idx, is_cond=is_init)
+        if is_cond:  # a frame is in one of the two stores, never both
+            obj.temp[NON_COND].pop(frame_idx, None)
+        return frame_idx, state.obj_ids, self.consolidated(state, frame_idx, is_cond=is_cond)
 
     def consolidated(self, state: VideoState, frame_idx: int, is_cond: bool) -> Tensor:
         """(n_obj, 1, H, W) video-res logits of every object on a frame (−1024 where it has no output)."""
