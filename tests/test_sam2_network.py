@@ -65,3 +65,13 @@ def test_image_size_comes_from_the_caller_and_must_be_a_multiple_of_32():
     assert N.empty_network("tiny", 256).sam_prompt_encoder.mask_input_size == (64, 64)
     with pytest.raises(WeightsError, match="multiple of 32"):
         N.empty_network("tiny", 250)
+
+
+def test_registry_lists_the_four_official_sam2_1_checkpoints():
+    from track_anything.models import weights
+
+    for size, name in weights.SAM2_NAMES.items():
+        ckpt = weights.CHECKPOINTS[name]
+        assert ckpt.kind == "sam2" and ckpt.filename == f"sam2.1_hiera_{size}.pt"
+        assert ckpt.url == f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_{size}.pt"
+        assert ckpt.sha256 is None and "recorded on first download" in ckpt.note
