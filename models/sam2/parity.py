@@ -70,8 +70,10 @@ def _scores(pred: VideoPredictor, state, frame_idx: int, is_cond: bool | None) -
     return np.asarray(vals, np.float32)
 
 
-def run(fixture_dir: Path | str, device: str = "cpu", threads: int | None = 1) -> dict[str, np.ndarray]:
-    """Drive the fixture's calls through our predictor; return masks, scores, ids, frames and intermediates."""
+def run(fixture_dir: Path | str, device: str = "cpu", threads: int | None = 1,
+        half: bool = False) -> dict[str, np.ndarray]:
+    """Drive the fixture's calls through our predictor; return masks, scores, ids, frames and intermediates.
+    `half` runs under bf16/fp16 autocast on CUDA/MPS (to measure the product's half path against fp32)."""
     fixture_dir = Path(fixture_dir)
     cfg = json.loads((fixture_dir / "config.json").read_text())
     formula = cfg.get("formula", SYNTHETIC_FORMULA)
@@ -92,6 +94,13 @@ def run(fixture_dir: Path | str, device: str = "cpu", threads: int | None = 1) -
             dynamic_multimask=bool(cfg.get("dynamic_multimask_via_stability", True)),
             stability_delta=float(cfg.get("dynamic_multimask_stability_delta", 0.05)),
             stability_thresh=float(cfg.get("dynamic_multimask_stability_thresh", 0.98)))
+        if half:
+            from .tracker import precision
+
+            with precision(torch.device(device), True):
+                return _replay(net, cfg, frames, masks_in, image_size)
+        if torch.device(device).type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         with torch.inference_mode():
             return _replay(net, cfg, frames, masks_in, image_size)
     finally:
@@ -112,11 +121,14 @@ def _mask_arg(args: dict, masks_in: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(m)
 
 
-def _replay(net, cfg: dict, frames: np.ndarray, masks_in: dict, image_size: int) -> dict[str, np.ndarray]:
+def _replay(net, cfg: dict, frames: np.ndarray, masks_in: dict, image_size: int,
+            record: bool = True) -> dict[str, np.ndarray]:
+    """The calls' outputs; with `record`, also the intermediates (first occurrences) and scores."""
     taps = _FirstTaps()
-    pred = VideoPredictor(net, tap=taps)
+    pred = VideoPredictor(net, tap=taps if record else None)
     h, w = int(frames.shape[1]), int(frames.shape[2])
-    state = pred.init_state(lambda i: preprocess(frames[i], image_size), len(frames), h, w)
+    dev = next(net.parameters()).device
+    state = pred.init_state(lambda i: preprocess(frames[i], image_size).to(dev), len(frames), h, w)
     out: dict[str, np.ndarray] = {}
     for k, call in enumerate(cfg["calls"]):
         op, args = call["op"], dict(call.get("args", {}))
@@ -142,6 +154,9 @@ def _replay(net, cfg: dict, frames: np.ndarray, masks_in: dict, image_size: int)
         else:
             raise InputError(f"unknown call {op!r} in the fixture")
         is_add = op != "propagate_in_video"
+        if not record:
+            out.update({f"call{k}_frame{f}_masks": _np(m) for f, m in results})
+            continue
         for f, masks in results:
             out[f"call{k}_frame{f}_masks"] = _np(masks)
             if is_add:
@@ -153,6 +168,8 @@ def _replay(net, cfg: dict, frames: np.ndarray, masks_in: dict, image_size: int)
                 out[f"call{k}_frame{f}_obj_scores"] = _scores(pred, state, f, None)
         out[f"call{k}_obj_ids"] = np.asarray(state.obj_ids, np.int32)
         out[f"call{k}_frames"] = np.asarray([f for f, _ in results], np.int32)
+    if not record:
+        return out
     f0 = _FirstTaps()  # frame 0's encoder outputs, whichever frame the calls touched first
     probe = VideoPredictor(net, tap=f0)
     probe.features(probe.init_state(lambda i: preprocess(frames[i], image_size), len(frames), h, w), 0)
