@@ -9,6 +9,7 @@ max frames, reverse) and reset_state. Float32 on the CPU with one thread, as the
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -108,17 +109,21 @@ def run(fixture_dir: Path | str, device: str = "cpu", threads: int | None = 1,
             torch.set_num_threads(old_threads)
 
 
-def _mask_arg(args: dict, masks_in: dict[str, np.ndarray]) -> np.ndarray:
-    """A mask prompt given inline in the config or by name of an array in inputs.npz."""
+def _mask_arg(args: dict, masks_in: dict[str, np.ndarray], k: int) -> np.ndarray:
+    """A mask prompt: inline in the call's args, or an array of inputs.npz named by an arg value, by the call
+    index (a key containing `call{k}`), or the only extra array there is."""
     m = args.get("mask")
-    if isinstance(m, str):
-        return masks_in[m]
-    if m is None:
-        for key in ("mask_key", "mask_name", "mask_array"):
-            if key in args:
-                return masks_in[args[key]]
-        raise InputError("add_new_mask call without a mask")
-    return np.asarray(m)
+    if m is not None and not isinstance(m, str):
+        return np.asarray(m)
+    for value in ([m] if m is not None else []) + [v for v in args.values() if isinstance(v, str)]:
+        if value in masks_in:
+            return masks_in[value]
+    named = [key for key in masks_in if re.search(rf"call_?{k}(?!\d)", key)]
+    if len(named) == 1:
+        return masks_in[named[0]]
+    if len(masks_in) == 1:
+        return next(iter(masks_in.values()))
+    raise InputError(f"add_new_mask call {k}: cannot tell which array of inputs.npz is its mask")
 
 
 def _replay(net, cfg: dict, frames: np.ndarray, masks_in: dict, image_size: int,
@@ -143,7 +148,7 @@ def _replay(net, cfg: dict, frames: np.ndarray, masks_in: dict, image_size: int,
             results = [(f, masks)]
         elif op == "add_new_mask":
             f, _ids, masks = pred.add_new_mask(state, int(args["frame_idx"]), int(args["obj_id"]),
-                                              _mask_arg(args, masks_in))
+                                              _mask_arg(args, masks_in, k))
             results = [(f, masks)]
         elif op == "propagate_in_video":
             results = []
