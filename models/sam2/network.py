@@ -191,7 +191,7 @@ class Sam2(nn.Module):
         return (curr + self.no_mem_embed).permute(1, 2, 0).view(b, c, self.grid, self.grid)
 
     def attend_memory(self, feats: Features, memory: Tensor, memory_pos: Tensor, num_ptr_tokens: int) -> Tensor:
-        """Top-level features conditioned on memory tokens -> (B, C, g, g); also returns nothing else."""
+        """Top-level features conditioned on memory tokens (N, B, mem_dim) -> (B, C, g, g)."""
         curr, curr_pos = feats.tokens()
         out = self.memory_attention(curr, curr_pos, memory, memory_pos, num_ptr_tokens)
         b = curr.size(1)
