@@ -1,4 +1,4 @@
-"""Deterministic synthetic checkpoints (formulas `synthetic-v1` and `synthetic-v2`).
+"""Deterministic synthetic checkpoints (formulas `synthetic-v1`, `synthetic-v2`, `synthetic-sam2-v1`).
 
 No pretrained checkpoint can be downloaded in our CI, so parity with the official
 XMem / E2FGVI-HQ code is proven on weights made by a published formula (see
@@ -13,7 +13,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-FORMULAS = ("synthetic-v1", "synthetic-v2")
+FORMULAS = ("synthetic-v1", "synthetic-v2", "synthetic-sam2-v1")
+
+# synthetic-sam2-v1 (tests/fixtures/sam2/README.md section 2): per-key gains and constants that keep the
+# SAM 2.1 tracker non-degenerate (objects differ, vanish and reappear) yet not chaotic.
+SAM2_GAIN = {
+    "memory_encoder.mask_downsampler.encoder.12.weight": 2.0,
+    "sam_mask_decoder.pred_obj_score_head.layers.2.weight": 10.0,
+}
+SAM2_CONST = {"sam_mask_decoder.pred_obj_score_head.layers.2.bias": -0.6}
 
 
 def synthetic_array(key: str, shape: tuple[int, ...], dtype: str | np.dtype, formula: str) -> np.ndarray:
@@ -26,6 +34,19 @@ def synthetic_array(key: str, shape: tuple[int, ...], dtype: str | np.dtype, for
         return np.zeros(shape, dtype)
     phase = (zlib.crc32(key.encode("utf-8")) % 100003) / 100003 * 2 * np.pi
     i = np.arange(n, dtype=np.int64)
+    if formula == "synthetic-sam2-v1":
+        v = np.sin(0.7 * i + phase + 2 * np.pi * ((i * i) % 1009) / 1009)
+        if key in SAM2_CONST:
+            out = np.full(n, SAM2_CONST[key], dtype=np.float64)
+        elif key.endswith("positional_encoding_gaussian_matrix"):
+            out = 3.0 * v
+        elif len(shape) >= 2:
+            out = 1.5 * SAM2_GAIN.get(key, 1.0) * v / np.sqrt(n / shape[0])
+        elif key.endswith("bias"):
+            out = 0.1 * v
+        else:
+            out = 1.0 + 0.1 * v
+        return out.reshape(shape).astype(np.float32)
     if formula == "synthetic-v2":
         v = np.sin(0.7 * i + phase + 2 * np.pi * ((i * i) % 1009) / 1009)
         scale = 1.75

@@ -40,7 +40,7 @@ class Checkpoint:
     url: str  # a URL urllib can fetch directly
     size: int | None  # bytes; None when no trustworthy figure was found
     sha256: str | None  # hex; None when none is published
-    kind: str  # "sam" | "xmem" | "e2fgvi"
+    kind: str  # "sam" | "sam2" | "xmem" | "e2fgvi"
     md5: str | None = None  # hex, where the authors' file name encodes it (SAM)
     page: str = ""  # the official page a person would download from
     source: str = ""  # where size / sha256 were found
@@ -56,6 +56,8 @@ _SAM_SRC = (
 _XMEM = "https://github.com/hkchengrex/XMem/releases/download/v1.0/"
 _XMEM_PAGE = "https://github.com/hkchengrex/XMem/releases/tag/v1.0"
 _E2FGVI_GDRIVE_ID = "10wGdKSUOie0XmCr8SQ2A2FeDe-mfn5w3"
+_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+_SAM2_PAGE = "https://github.com/facebookresearch/sam2#model-description"
 
 CHECKPOINTS: dict[str, Checkpoint] = {
     c.name: c
@@ -102,10 +104,20 @@ CHECKPOINTS: dict[str, Checkpoint] = {
                 "`tam weights download e2fgvi_hq --url file:///path/to/E2FGVI-HQ-CVPR22.pth`"
             ),
         ),
+        *(
+            Checkpoint(
+                f"sam2.1_{size}", f"sam2.1_hiera_{size}.pt", f"{_SAM2}sam2.1_hiera_{size}.pt", None, None, "sam2",
+                page=_SAM2_PAGE,
+                source="official download list (checkpoints/download_ckpts.sh, release 09/28/2024); no size or hash published",
+                note=f"about {mb} MB by third-party download pages (no exact size published); {NO_SHA256_NOTE}",
+            )
+            for size, mb in (("tiny", 149), ("small", 176), ("base_plus", 309), ("large", 857))
+        ),
     )
 }
 
 SAM_NAMES = {"vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h"}
+SAM2_NAMES = {size: f"sam2.1_{size}" for size in ("tiny", "small", "base_plus", "large")}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Parity dispatcher: `python tests/parity.py {xmem|e2fgvi} FIXTURE_DIR OUT.npz`.
+"""Parity dispatcher: `python tests/parity.py {xmem|e2fgvi|sam2} FIXTURE_DIR OUT.npz`.
 
 Loads the extension as `track_anything`, calls
 `track_anything.models.<name>.parity.run(fixture_dir) -> dict[str, np.ndarray]` (which reads
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("xmem", "e2fgvi")
+MODELS = ("xmem", "e2fgvi", "sam2")
 
 
 def _register_package() -> None:
