@@ -223,11 +223,15 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{'object':>8} {'J':>8} {'F':>8} {'J&F':>8}")
-    for obj, r in sorted(res["objects"].items(), key=lambda kv: int(kv[0])):
-        print(f"{obj:>8} {r['J']:8.4f} {r['F']:8.4f} {r['J&F']:8.4f}")
-    m = res["mean"]
-    print(f"{'mean':>8} {m['J']:8.4f} {m['F']:8.4f} {m['J&F']:8.4f}")
+    from .metrics import ALPHA_KEYS
+
+    keys = ["J", "F", "J&F"] + (list(ALPHA_KEYS) if res.get("soft") else [])
+    print(f"{'object':>8} " + " ".join(f"{k:>9}" for k in keys))
+    rows = sorted(res["objects"].items(), key=lambda kv: int(kv[0])) + [("mean", res["mean"])]
+    for obj, r in rows:
+        print(f"{obj:>8} " + " ".join(f"{r[k]:9.4f}" if k != "MSE" else f"{r[k]:9.2e}" for k in keys))
+    if res.get("soft"):
+        print("soft ground truth: SAD, Grad, Conn in thousands; MSE over the frame; dtSSD x 100")
     return 0
 
 
@@ -313,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_args(p)
     p.set_defaults(func=cmd_inpaint)
 
-    p = sub.add_parser("eval", help="J, F and J&F of predicted mattes against ground truth (DAVIS)")
+    p = sub.add_parser("eval", help="J, F, J&F (DAVIS) and, for 16-bit soft ground truth, alpha errors")
     p.add_argument("pred", help="PRED_DIR/<object_id>/<frame:05d>.png")
     p.add_argument("gt", help="GT_DIR/<object_id>/<frame:05d>.png")
     p.add_argument("--json", action="store_true")
