@@ -1,4 +1,4 @@
-"""`tam`: the command line over the engine (info, track, export, inpaint, eval, demo, weights, bench).
+"""`tam`: the command line over the engine (info, track, export, inpaint, matte, eval, demo, weights, bench).
 
 Every command prints one clear line and exits non-zero on bad input; `--debug` shows
 the traceback. Long work shows a progress bar with rate and time left; Ctrl-C stops
@@ -235,6 +235,14 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_matte(args) -> int:
+    from .matte import matte_folder
+
+    n = _run(matte_folder(args.video, args.masks, args.out, args.format), args.quiet)
+    print(f"wrote {n} frames of soft {args.format} mattes to {args.out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -322,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gt", help="GT_DIR/<object_id>/<frame:05d>.png")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("matte", help="refine a folder of binary masks into soft alpha at the video's resolution")
+    p.add_argument("video")
+    p.add_argument("--masks", required=True, help="MASKS_DIR/<object_id>/<frame:05d>.png (0/255)")
+    p.add_argument("--out", required=True, help="OUT_DIR/<object_id>/<frame:05d>.png|.exr")
+    p.add_argument("--format", choices=["alpha", "exr"], default="alpha",
+                   help="alpha = 16-bit PNG, exr = float32 OpenEXR")
+    p.set_defaults(func=cmd_matte)
 
     p = sub.add_parser("demo", help="make a sample clip, click, track, export and inpaint it")
     p.add_argument("--out", default="demo_out")
