@@ -143,6 +143,24 @@ class EdgeMatter:
             alpha[keep] = prev.alpha[keep]
         return alpha
 
+    def trimap(self, hard: np.ndarray, scale: float = 1.0, motion: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+        """The whole frame's trimap (uint8: 0 background, 128 unknown band, 255 foreground) `matte` solves in."""
+        kernel = self._prior_kernel(scale, motion)
+        r = int(np.ceil(self.band + max(float(scale), 1.0) - 1.0))
+        fg, bg, unknown, _ = self._regions(np.asarray(hard, bool), kernel, r)
+        return np.where(unknown, 128, np.where(fg, 255, 0)).astype(np.uint8)
+
+    def _regions(self, hard: np.ndarray, kernel: np.ndarray, r: int):
+        """(known fg, known bg, unknown band, shape prior) of a mask: the prior is the mask blurred along the motion."""
+        prior = cv2.filter2D(hard.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REPLICATE)
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        edge = cv2.morphologyEx(hard.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+        soft8 = ((prior > 1e-3) & (prior < 1 - 1e-3)).astype(np.uint8) | edge
+        unknown = cv2.dilate(soft8, k).astype(bool)
+        fg = (prior >= 1 - 1e-3) & ~unknown
+        bg = (prior <= 1e-3) & ~unknown
+        return fg, bg, unknown, prior
+
     def _prior_kernel(self, scale: float, motion: tuple[float, float]) -> np.ndarray:
         """Blur kernel of the shape prior: a line along the motion (shutter x motion long), widened by the scale."""
         dx, dy = (float(v) * self.shutter for v in motion)
@@ -172,13 +190,7 @@ class EdgeMatter:
 
     def _solve_tile(self, img8: np.ndarray, hard: np.ndarray, kernel: np.ndarray, r: int) -> np.ndarray:
         """Alpha of one tile (with its margin): the shape prior, corrected by colour where colours tell."""
-        prior = cv2.filter2D(hard.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REPLICATE)
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        edge = cv2.morphologyEx(hard.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-        soft8 = ((prior > 1e-3) & (prior < 1 - 1e-3)).astype(np.uint8) | edge
-        unknown = cv2.dilate(soft8, k).astype(bool)
-        fg = (prior >= 1 - 1e-3) & ~unknown
-        bg = (prior <= 1e-3) & ~unknown
+        fg, bg, unknown, prior = self._regions(hard, kernel, r)
         img = img8.astype(np.float32) * (1.0 / 255.0)
         rw = r + kernel.shape[0] // 2 + 2
         proj, dist2, support = _colour_projection(img, fg, bg, rw)

@@ -197,8 +197,12 @@ def cmd_export(args) -> int:
         from .pipeline import Engine
 
         engine = Engine(session, backend=session.backend)
-        n = _run(engine.export(args.format, args.out), args.quiet)
-    print(f"wrote {n} frames of {args.format} mattes to {args.out}")
+        try:
+            n = _run(engine.export(args.format, args.out, hard=args.hard), args.quiet)
+        finally:
+            engine.close()
+    kind = "hard" if args.hard or args.format in ("png", "labels") else "soft"
+    print(f"wrote {n} frames of {kind} {args.format} mattes to {args.out}")
     return 0
 
 
@@ -311,8 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the session's mattes")
     p.add_argument("session")
-    p.add_argument("--format", choices=["png", "labels", "exr"], default="png")
+    p.add_argument("--format", choices=["png", "labels", "exr", "alpha", "rgba", "prores"], default="png",
+                   help="png = 0/255 masks, labels = id maps, exr = float alpha, alpha = 16-bit PNG alpha, "
+                        "rgba = 16-bit premultiplied RGBA PNG, prores = ProRes 4444 .mov per object")
     p.add_argument("--out", required=True)
+    p.add_argument("--hard", action="store_true", help="hard 0/1 mattes (the tracker's masks), no soft alpha")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("inpaint", help="remove tracked objects from the video")

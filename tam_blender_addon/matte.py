@@ -146,3 +146,43 @@ def _motion(mask: Callable[[str, int], np.ndarray | None], name: str, f: int, sc
     else:
         return 0.0, 0.0
     return (b[0] - a[0]) / n * scale, (b[1] - a[1]) / n * scale
+
+
+def processing_scale(width: int, height: int, short_side: int = 480) -> float:
+    """Processing-to-source scale of a tracker working at `short_side` px (XMem's 480): >= 1."""
+    return max(1.0, min(width, height) / float(short_side))
+
+
+class SessionMatter:
+    """The engine's matte hook: after a frame's label map is written, refine it into soft alpha in the session.
+
+    Keeps each object's previous frame (for temporal stability and motion) while frames come
+    in order; a jump (another span, the other direction) starts the object afresh.
+    """
+
+    def __init__(self, session, scale: float | None = None, matter=None) -> None:
+        """`scale`: the tracker's processing-to-source factor (default: `processing_scale` of the source)."""
+        from ..models.matting import EdgeMatter
+
+        self.session = session
+        src = session.source
+        self.scale = processing_scale(src.width, src.height) if scale is None else float(scale)
+        self.matter = matter or EdgeMatter()
+        self._prev: dict[int, tuple[int, object]] = {}
+
+    def __call__(self, frame: int, image: np.ndarray, labels: np.ndarray) -> None:
+        """Refine every object present in `labels` on `frame` and store the alphas (session.write_alpha)."""
+        from ..models.matting import MatteState
+
+        alphas = {}
+        for obj in (o.id for o in self.session.objects):
+            hard = labels == obj
+            last = self._prev.get(obj)
+            prev = last[1] if last is not None and abs(last[0] - frame) == 1 else None
+            if not hard.any():
+                self._prev.pop(obj, None)
+                continue
+            alpha = self.matter.matte(image, hard, self.scale, prev=prev)
+            self._prev[obj] = (frame, MatteState(image, hard, alpha))
+            alphas[obj] = alpha
+        self.session.write_alpha(frame, alphas)
