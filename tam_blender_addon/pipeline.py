@@ -517,6 +517,7 @@ class Engine:
             if n:
                 counts["refined"] += n
                 self.session.write_mask(f, labels, conf, kind="refined")
+                self._matte(f, image, labels)
             yield meter.progress("refine", frame=f)
         self.session.log("refine_done", frames=len(frames), **counts)
 

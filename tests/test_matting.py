@@ -135,3 +135,21 @@ def test_tam_matte_errors_are_one_line(tmp_path, capsys):
     assert main(["matte", str(paths["frames"]), "--masks", str(tmp_path / "bad"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "not the shape" in err and err.count("\n") == 1
+
+
+def test_cancelled_matte_keeps_the_finished_frames_and_a_rerun_completes(tmp_path):
+    from track_anything.tam_blender_addon.matte import matte_folder
+
+    clip = make_clip(ClipSpec(width=64, height=48, num_frames=5, supersample=2,
+                              objects=[ObjectSpec(1, (20, 20), [(0, 20, 24, 1.0), (4, 40, 24, 1.0)])]))
+    paths = write_clip(clip, tmp_path / "c", video=False, images=True)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    done = [p.frame for p in matte_folder(paths["frames"], paths["gt"], tmp_path / "o", should_stop=stop)]
+    assert done == [0, 1]
+    assert sorted(p.name for p in (tmp_path / "o" / "1").iterdir()) == ["00000.png", "00001.png"]
+    assert [p.frame for p in matte_folder(paths["frames"], paths["gt"], tmp_path / "o")] == [0, 1, 2, 3, 4]
