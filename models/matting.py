@@ -72,25 +72,40 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.
     return _box(a0, r) * g[..., 0] + _box(a1, r) * g[..., 1] + _box(a2, r) * g[..., 2] + _box(b, r)
 
 
-def _colour_projection(img: np.ndarray, fg: np.ndarray, bg: np.ndarray, r: int):
+def _colour_projection(img: np.ndarray, fg: np.ndarray, bg: np.ndarray, r: int, chroma: np.ndarray):
     """(alpha, |F - B|^2, support): each pixel as a mix of the local known-foreground and -background
-    mean colours; support (0..1) falls to 0 where the window holds too few known pixels of either side."""
+    mean colours; support (0..1) falls to 0 where the window holds too few known pixels of either side.
+
+    `chroma` (per pixel, 0..1) weighs the colour difference: 1 = full RGB distance, 0 = luma
+    only (x3, to keep the scale), for sources whose chroma is subsampled (4:2:0 video smears
+    it over 2 px, which would spread a sharp edge's alpha).
+    """
     fgf, bgf = fg.astype(np.float32), bg.astype(np.float32)
     wf, wb = _box(fgf, r), _box(bgf, r)
     f = np.stack([_box(img[..., c] * fgf, r) for c in range(3)], -1) / (wf[..., None] + 1e-6)
     b = np.stack([_box(img[..., c] * bgf, r) for c in range(3)], -1) / (wb[..., None] + 1e-6)
     d = f - b
-    num = ((img - b) * d).sum(-1)
+    e = img - b
+    num = (e * d).sum(-1)
     d2 = (d * d).sum(-1)
+    if np.any(chroma < 1.0):
+        luma = np.asarray(_LUMA, np.float32)
+        dy, ey = d @ luma, e @ luma
+        num = chroma * num + (1.0 - chroma) * 3.0 * ey * dy
+        d2 = chroma * d2 + (1.0 - chroma) * 3.0 * dy * dy
     support = np.clip(np.minimum(wf, wb) / 0.05, 0.0, 1.0)
     return np.clip(num / (d2 + 1e-4), 0.0, 1.0), d2, support
+
+
+_LUMA = (0.299, 0.587, 0.114)
 
 
 class EdgeMatter:
     """Turns hard masks or probabilities into soft alpha at source resolution (see the module docstring)."""
 
     def __init__(self, *, band: float = 1.0, shutter: float = 0.5, eps: float = 1e-3, tile: int = 128,
-                 static_tol: float = 3.0, confidence: float = 0.02, gf_radius: int = 2) -> None:
+                 static_tol: float = 3.0, confidence: float = 0.02, gf_radius: int = 2,
+                 chroma: float = 1.0, snap: float = 0.03) -> None:
         """`band`: half-width in px at scale 1 and no motion; `shutter`: assumed open fraction of the
         frame interval (motion blur length = shutter x motion); `eps`, `gf_radius`: guided filter;
         `tile`: tile side in px; `static_tol`: grey levels of change (of 5x5 means) below which a
@@ -103,6 +118,8 @@ class EdgeMatter:
         self.static_tol = float(static_tol)
         self.confidence = float(confidence)
         self.gf_radius = int(gf_radius)
+        self.chroma = float(chroma)
+        self.snap = float(snap)
 
     def matte(self, frame: np.ndarray, coarse: np.ndarray, scale: float = 1.0, prev: MatteState | None = None,
               motion: tuple[float, float] | None = None) -> np.ndarray:
@@ -136,7 +153,7 @@ class EdgeMatter:
         m = 2 * reach + 4 * self.gf_radius + 4  # tile margin: prior, band, projection and filter windows
         for y0, y1, x0, x1 in self._band_tiles(hard, reach):
             ty0, ty1, tx0, tx1 = max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
-            sub = self._solve_tile(img8[ty0:ty1, tx0:tx1], hard[ty0:ty1, tx0:tx1], kernel, r)
+            sub = self._solve_tile(img8[ty0:ty1, tx0:tx1], hard[ty0:ty1, tx0:tx1], kernel, r, scale)
             alpha[y0:y1, x0:x1] = sub[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
         if prev is not None and prev.frame.shape == img8.shape:
             keep = self._static(img8, hard, prev, reach)
@@ -188,19 +205,35 @@ class EdgeMatter:
                     xs = np.flatnonzero(near[y0:y1, x0:x1].any(axis=0))
                     yield y0 + int(ys[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[0]), x0 + int(xs[-1]) + 1
 
-    def _solve_tile(self, img8: np.ndarray, hard: np.ndarray, kernel: np.ndarray, r: int) -> np.ndarray:
+    def _solve_tile(self, img8: np.ndarray, hard: np.ndarray, kernel: np.ndarray, r: int,
+                    scale: float = 1.0) -> np.ndarray:
         """Alpha of one tile (with its margin): the shape prior, corrected by colour where colours tell."""
         fg, bg, unknown, prior = self._regions(hard, kernel, r)
         img = img8.astype(np.float32) * (1.0 / 255.0)
         rw = r + kernel.shape[0] // 2 + 2
-        proj, dist2, support = _colour_projection(img, fg, bg, rw)
-        wgt = dist2 / (dist2 + self.confidence) * support
+        chroma = np.float32(1.0)
+        if self.chroma < 1.0:
+            # where motion blur is expected the alpha ramp is wider than the chroma smear: trust colour there
+            ramp = ((prior > 0.05) & (prior < 0.95)).astype(np.float32)
+            chroma = np.maximum(self.chroma, _box(ramp, 2))
+            y = img @ np.asarray(_LUMA, np.float32)
+            img = self.chroma * img + (1.0 - self.chroma) * y[..., None]  # the guide sees what is sharp
+        proj, dist2, support = _colour_projection(img8.astype(np.float32) * (1.0 / 255.0), fg, bg, rw,
+                                                  np.broadcast_to(chroma, prior.shape))
+        wgt = (dist2 / (dist2 + self.confidence) * support).astype(np.float32)
         est = wgt * proj + (1.0 - wgt) * prior
         est = np.where(unknown, est, prior).astype(np.float32)
         if self.gf_radius > 0:
-            est = guided_filter(img, est, self.gf_radius, self.eps)
+            filtered = guided_filter(img, est, self.gf_radius, self.eps)
+            if self.chroma < 1.0:  # luma alone is often ambiguous: keep the prior where colour could not tell
+                filtered = prior + _box(wgt, self.gf_radius) * (filtered - prior)
+            est = filtered
         out = hard.astype(np.float32)
-        out[unknown] = np.clip(est[unknown], 0.0, 1.0)
+        a = np.clip(est[unknown], 0.0, 1.0)
+        if self.snap > 0:  # noise-level alpha is not coverage: snap it to 0 / 1
+            a[a < self.snap] = 0.0
+            a[a > 1.0 - self.snap] = 1.0
+        out[unknown] = a
         return out
 
     def _static(self, img8: np.ndarray, hard: np.ndarray, prev: MatteState, r: int) -> np.ndarray:

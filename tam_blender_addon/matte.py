@@ -48,6 +48,32 @@ def encode_alpha(alpha: np.ndarray, fmt: str) -> bytes:
     return buf.tobytes()
 
 
+def chroma_trust(path: str | Path, files: list[str] | None = None) -> float:
+    """How far a source's own chroma can be trusted at full resolution: 1.0 (RGB, 4:4:4), 0.0 (subsampled).
+
+    Video files are probed (4:2:0 / 4:2:2 / unknown -> 0); image sequences count as full
+    colour unless they are JPEG (whose chroma is usually subsampled).
+    """
+    p = Path(path)
+    first = Path(files[0]) if files else None
+    if first is None and p.is_dir():
+        first = next((q for q in sorted(p.iterdir()) if q.is_file()), None)
+    if first is not None or any(ch in str(p) for ch in "*%"):
+        name = (first or p).name.lower()
+        return 0.0 if name.endswith((".jpg", ".jpeg")) else 1.0
+    try:
+        import imageio_ffmpeg
+
+        reader = imageio_ffmpeg.read_frames(str(p))
+        try:
+            pix = str(next(reader).get("pix_fmt", ""))
+        finally:
+            reader.close()
+    except Exception:  # noqa: BLE001 - unprobeable: assume the common subsampled case
+        return 0.0
+    return 1.0 if any(k in pix for k in ("444", "rgb", "gbr", "bgr")) else 0.0
+
+
 def _read_mask(path: Path) -> np.ndarray:
     """A mask PNG as bool (>= half of the pixel type's range is foreground); MediaError if unreadable."""
     data = np.fromfile(str(path), dtype=np.uint8)
@@ -92,7 +118,7 @@ def matte_folder(video: str | Path, masks_dir: str | Path, out_dir: str | Path, 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} is a file, not a folder")
-    matter = matter or EdgeMatter()
+    matter = matter or EdgeMatter(chroma=chroma_trust(video))
     ext = ALPHA_EXT[fmt]
     frames = sorted({f for t in table.values() for f in t})
     with open_source(video) as src:
@@ -167,7 +193,7 @@ class SessionMatter:
         self.session = session
         src = session.source
         self.scale = processing_scale(src.width, src.height) if scale is None else float(scale)
-        self.matter = matter or EdgeMatter()
+        self.matter = matter or EdgeMatter(chroma=chroma_trust(src.path, src.files))
         self._prev: dict[int, tuple[int, object]] = {}
 
     def __call__(self, frame: int, image: np.ndarray, labels: np.ndarray) -> None:

@@ -21,7 +21,7 @@ def soft_clips(tmp_path_factory):
     """The three soft-ground-truth kinds at 640x360, 6 frames, written as PNG frames + gt + gt_alpha."""
     root = tmp_path_factory.mktemp("soft")
     for kind in SOFT_KINDS:
-        write_clip(make_clip(soft_clip_spec(kind, 640, 360, 6, seed=3)), root / kind, video=False, images=True)
+        write_clip(make_clip(soft_clip_spec(kind, 640, 360, 6, seed=3)), root / kind, video=True, images=True)
     return root
 
 
@@ -40,6 +40,28 @@ def test_tam_matte_on_ground_truth_binary_masks_meets_the_issue_acceptance(soft_
             assert s["dtSSD"] <= h["dtSSD"], (kind, oid)
         reductions.append(1 - soft["MSE"] / hard["MSE"])
     assert np.mean(reductions) >= 0.25, reductions
+
+
+def test_tam_matte_on_a_4_2_0_video_still_beats_the_binary_masks(soft_clips, tmp_path):
+    reductions = []
+    for kind in SOFT_KINDS:
+        clip = soft_clips / kind
+        out = tmp_path / kind
+        assert main(["-q", "matte", str(clip / "clip.mp4"), "--masks", str(clip / "gt"), "--out", str(out)]) == 0
+        soft = M.evaluate_dirs(out, clip / "gt_alpha")
+        hard = M.evaluate_dirs(clip / "gt", clip / "gt_alpha")
+        for oid, h in hard["objects"].items():
+            assert soft["objects"][oid]["MSE"] <= h["MSE"], (kind, oid)
+        assert soft["SAD"] < hard["SAD"] and soft["dtSSD"] <= hard["dtSSD"], kind
+        reductions.append(1 - soft["MSE"] / hard["MSE"])
+    assert np.mean(reductions) >= 0.25, reductions
+
+
+def test_chroma_is_trusted_for_png_frames_but_not_for_a_4_2_0_video(soft_clips):
+    from track_anything.tam_blender_addon.matte import chroma_trust
+
+    assert chroma_trust(soft_clips / "antialias" / "frames") == 1.0
+    assert chroma_trust(soft_clips / "antialias" / "clip.mp4") == 0.0
 
 
 def test_alpha_files_are_16_bit_png_or_float_exr_in_the_masks_layout(soft_clips, tmp_path):
