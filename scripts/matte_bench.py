@@ -1,6 +1,7 @@
 """Compare edge-refinement methods on soft-ground-truth clips: quality (MSE, SAD, Grad, dtSSD) and speed.
 
     python scripts/matte_bench.py --size 1920x1080 --frames 8 [--methods binary,guided,ours,cf,lbdm]
+    python scripts/matte_bench.py --size 3840x2160 --speed
 
 Each clip kind (motion blur, strands, antialiasing only) is rendered with exact coverage; every
 method refines the ground truth's binary masks (coverage > 0.5) of every object, frame after
@@ -99,6 +100,36 @@ def run(size: tuple[int, int], frames: int, methods: list[str], seed: int) -> li
     return rows
 
 
+def speed(size: tuple[int, int], frames: int = 4) -> str:
+    """Seconds per frame and object of EdgeMatter on the motion-blur clip, mask from a 480p tracker."""
+    import dataclasses
+    import resource
+
+    from track_anything.models.matting import EdgeMatter, MatteState, foreground
+    from track_anything.tam_blender_addon.matte_clips import soft_clip_spec
+    from track_anything.tam_blender_addon.synth import make_clip
+
+    w, h = size
+    spec = dataclasses.replace(soft_clip_spec("motion_blur", w, h, frames, seed=7), supersample=2, motion_samples=4)
+    clip = make_clip(spec)
+    rendered = [clip.render(i) for i in range(frames)]
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    em, prev, times = EdgeMatter(), None, []
+    for img, lab in rendered:
+        hard = lab == 1
+        t0 = time.perf_counter()
+        a = em.matte(img, hard, scale=h / 480, prev=prev)
+        times.append(time.perf_counter() - t0)
+        prev = MatteState(img, hard, a)
+    t0 = time.perf_counter()
+    foreground(img, a)
+    tf = time.perf_counter() - t0
+    per = float(np.mean(times[1:]))
+    grow = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    return (f"{w}x{h}: matte {per:.3f} s/frame/object ({1 / per:.1f} fps), foreground {tf:.3f} s, "
+            f"peak RSS +{grow:.0f} MB over the rendered clip")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print the Markdown table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -106,9 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="binary,guided,ours")
+    ap.add_argument("--speed", action="store_true", help="only time EdgeMatter (and foreground) at --size")
     args = ap.parse_args(argv)
     _load()
     w, h = (int(v) for v in args.size.lower().split("x"))
+    if args.speed:
+        print(speed((w, h)))
+        return 0
     rows = run((w, h), args.frames, args.methods.split(","), args.seed)
     print(f"| clip ({w}x{h}, {args.frames} frames) | method | MSE | SAD | Grad | dtSSD | frames/s per object |")
     print("|---|---|---|---|---|---|---|")
