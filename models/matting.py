@@ -1,15 +1,21 @@
 """Edge refinement, the `Matter` stage: a tracker's mask + the frame -> soft alpha at source resolution.
 
-Weight-free (numpy + OpenCV). A trimap band is built around the mask's edge, as wide as the
-edge can be wrong or soft: a few pixels, plus the processing-to-source `scale` (a mask made at
-480p and upsampled to 4K is off by up to that many pixels), plus half the object's motion
-(motion blur spreads the edge along the motion). Outside the band the alpha is the mask (0 or
-1). Inside it the alpha is solved at full resolution in two steps, each a few box filters:
+Weight-free (numpy + OpenCV). From the hard mask (a probability map is thresholded at 0.5 and
+resized to the frame) a shape prior is made: the mask blurred along the object's motion
+(shutter x motion px long: what motion blur does to an edge) and by the processing-to-source
+`scale` (a mask made at 480p and upsampled to 4K is uncertain by about that many pixels).
+The unknown band is where that prior is soft, plus `band` px around the mask's edge; outside
+it the alpha is the mask (0 or 1). Inside it the alpha is solved at full resolution with a
+few box filters:
 
 1. colour projection: each band pixel's colour is explained as a mix of the local foreground
-   and background colours (means of the known pixels nearby); alpha = the mixing weight;
-2. a guided filter (He et al., colour guide) of that alpha, which follows the image's colour
-   edges and removes the projection's noise.
+   and background colours (means of the known pixels nearby); alpha = the mixing weight,
+   blended with the shape prior by how distinct those two colours are;
+2. a radius-2 guided filter (He et al., colour guide) of that alpha, which follows the
+   image's colour edges and removes the projection's noise; noise-level alpha snaps to 0 / 1.
+
+Sources with subsampled chroma (4:2:0 video: `chroma=0`) are judged by luma at sharp edges
+and by colour only where the expected motion blur is wider than the chroma smear.
 
 Only tiles that hold band pixels are worked on, each with a fixed margin, so memory is bounded
 by the tile size whatever the frame size (4K included) and time follows the edge length, not
@@ -110,7 +116,9 @@ class EdgeMatter:
         frame interval (motion blur length = shutter x motion); `eps`, `gf_radius`: guided filter;
         `tile`: tile side in px; `static_tol`: grey levels of change (of 5x5 means) below which a
         pixel is unchanged since the previous frame; `confidence`: squared colour distance (0..3) at
-        which the colour projection and the shape prior weigh the same."""
+        which the colour projection and the shape prior weigh the same; `chroma`: trust in the
+        source's own chroma at sharp edges (1 = RGB/4:4:4, 0 = 4:2:0 video); `snap`: alpha below it
+        (or above 1 - it) becomes 0 (1)."""
         self.band = float(band)
         self.shutter = float(shutter)
         self.eps = float(eps)
@@ -153,7 +161,7 @@ class EdgeMatter:
         m = 2 * reach + 4 * self.gf_radius + 4  # tile margin: prior, band, projection and filter windows
         for y0, y1, x0, x1 in self._band_tiles(hard, reach):
             ty0, ty1, tx0, tx1 = max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
-            sub = self._solve_tile(img8[ty0:ty1, tx0:tx1], hard[ty0:ty1, tx0:tx1], kernel, r, scale)
+            sub = self._solve_tile(img8[ty0:ty1, tx0:tx1], hard[ty0:ty1, tx0:tx1], kernel, r)
             alpha[y0:y1, x0:x1] = sub[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
         if prev is not None and prev.frame.shape == img8.shape:
             keep = self._static(img8, hard, prev, reach)
@@ -205,8 +213,7 @@ class EdgeMatter:
                     xs = np.flatnonzero(near[y0:y1, x0:x1].any(axis=0))
                     yield y0 + int(ys[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[0]), x0 + int(xs[-1]) + 1
 
-    def _solve_tile(self, img8: np.ndarray, hard: np.ndarray, kernel: np.ndarray, r: int,
-                    scale: float = 1.0) -> np.ndarray:
+    def _solve_tile(self, img8: np.ndarray, hard: np.ndarray, kernel: np.ndarray, r: int) -> np.ndarray:
         """Alpha of one tile (with its margin): the shape prior, corrected by colour where colours tell."""
         fg, bg, unknown, prior = self._regions(hard, kernel, r)
         img = img8.astype(np.float32) * (1.0 / 255.0)
