@@ -211,4 +211,4 @@ class SessionMatter:
             alpha = self.matter.matte(image, hard, self.scale, prev=prev)
             self._prev[obj] = (frame, MatteState(image, hard, alpha))
             alphas[obj] = alpha
-        self.session.write_alpha(frame, alphas)
+        self.session.write_alpha(frame, alphas, labels)

@@ -1066,27 +1066,32 @@ class Session:
 
     # -- soft alpha (format version 2)
 
-    def write_alpha(self, frame: int, alphas: dict[int, np.ndarray]) -> None:
+    def write_alpha(self, frame: int, alphas: dict[int, np.ndarray], labels: np.ndarray | None = None) -> None:
         """Store the soft alpha (float 0..1, (H, W)) of objects on `frame`, tied to its current label map.
 
         Only the box where the alpha differs from the hard mask is kept (16-bit). If the mask is
         later rewritten (re-tracked, object removed), the alpha is stale and reads as absent.
+        `labels`: the label map just written for `frame` (saves reading it back; if it is not
+        the stored one, the alpha simply reads as stale).
         """
         self._check_writable()
         with self._mutex:
             f = self._check_frame(frame)
-            rec = self.read_mask(f)
-            if rec is None:
-                raise InputError(f"frame {f} has no mask to attach soft alpha to")
-            arrays: dict[str, np.ndarray] = {"labels_crc": np.asarray(_crc(rec.labels), np.uint32)}
+            if labels is None:
+                rec = self.read_mask(f)
+                if rec is None:
+                    raise InputError(f"frame {f} has no mask to attach soft alpha to")
+                labels = rec.labels
+            labels = np.asarray(labels, np.uint8)
+            arrays: dict[str, np.ndarray] = {"labels_crc": np.asarray(_crc(labels), np.uint32)}
             ids = []
             for obj, a in sorted(alphas.items()):
                 a = np.asarray(a, np.float32)
-                if a.shape != rec.labels.shape:
+                if a.shape != labels.shape:
                     raise InputError(f"alpha of object {obj} on frame {f} has shape {a.shape}, "
-                                     f"expected {rec.labels.shape}")
+                                     f"expected {labels.shape}")
                 q = np.round(np.clip(a, 0.0, 1.0) * 65535.0).astype(np.uint16)
-                diff = q != np.where(rec.labels == obj, np.uint16(65535), np.uint16(0))
+                diff = q != np.where(labels == obj, np.uint16(65535), np.uint16(0))
                 ys, xs = np.flatnonzero(diff.any(axis=1)), np.flatnonzero(diff.any(axis=0))
                 y0, x0 = (int(ys[0]), int(xs[0])) if ys.size else (0, 0)
                 y1, x1 = (int(ys[-1]) + 1, int(xs[-1]) + 1) if ys.size else (0, 0)

@@ -60,6 +60,10 @@ def test_alpha_round_trips_in_16_bit_and_goes_stale_when_the_mask_changes(tmp_pa
         back = s.read_alpha(1)
         assert set(back) == {1} and np.abs(back[1] - alpha).max() <= 0.5 / 65535 + 1e-7
         assert np.array_equal(s.object_alpha(1, 2), rec.mask(2).astype(np.float32))  # no soft alpha stored for 2
+        s.write_alpha(1, {1: alpha}, labels=rec.labels)  # the writer's own labels: same result
+        assert np.abs(s.read_alpha(1)[1] - alpha).max() <= 0.5 / 65535 + 1e-7
+        s.write_alpha(0, {1: alpha}, labels=rec.labels)  # not frame 0's mask: never shown
+        assert s.read_alpha(0) is None
         lab = rec.labels.copy()
         lab[0, 0] = 1
         s.write_mask(1, lab)
