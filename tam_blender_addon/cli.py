@@ -1,4 +1,4 @@
-"""`tam`: the command line over the engine (info, track, export, inpaint, eval, demo, weights, bench).
+"""`tam`: the command line over the engine (info, track, export, inpaint, matte, eval, demo, weights, bench).
 
 Every command prints one clear line and exits non-zero on bad input; `--debug` shows
 the traceback. Long work shows a progress bar with rate and time left; Ctrl-C stops
@@ -197,8 +197,12 @@ def cmd_export(args) -> int:
         from .pipeline import Engine
 
         engine = Engine(session, backend=session.backend)
-        n = _run(engine.export(args.format, args.out), args.quiet)
-    print(f"wrote {n} frames of {args.format} mattes to {args.out}")
+        try:
+            n = _run(engine.export(args.format, args.out, hard=args.hard), args.quiet)
+        finally:
+            engine.close()
+    kind = "hard" if args.hard or args.format in ("png", "labels") else "soft"
+    print(f"wrote {n} frames of {kind} {args.format} mattes to {args.out}")
     return 0
 
 
@@ -223,11 +227,23 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{'object':>8} {'J':>8} {'F':>8} {'J&F':>8}")
-    for obj, r in sorted(res["objects"].items(), key=lambda kv: int(kv[0])):
-        print(f"{obj:>8} {r['J']:8.4f} {r['F']:8.4f} {r['J&F']:8.4f}")
-    m = res["mean"]
-    print(f"{'mean':>8} {m['J']:8.4f} {m['F']:8.4f} {m['J&F']:8.4f}")
+    from .metrics import ALPHA_KEYS
+
+    keys = ["J", "F", "J&F"] + (list(ALPHA_KEYS) if res.get("soft") else [])
+    print(f"{'object':>8} " + " ".join(f"{k:>9}" for k in keys))
+    rows = sorted(res["objects"].items(), key=lambda kv: int(kv[0])) + [("mean", res["mean"])]
+    for obj, r in rows:
+        print(f"{obj:>8} " + " ".join(f"{r[k]:9.4f}" if k != "MSE" else f"{r[k]:9.2e}" for k in keys))
+    if res.get("soft"):
+        print("soft ground truth: SAD, Grad, Conn in thousands; MSE over the frame; dtSSD x 100")
+    return 0
+
+
+def cmd_matte(args) -> int:
+    from .matte import matte_folder
+
+    n = _run(matte_folder(args.video, args.masks, args.out, args.format), args.quiet)
+    print(f"wrote {n} frames of soft {args.format} mattes to {args.out}")
     return 0
 
 
@@ -299,8 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the session's mattes")
     p.add_argument("session")
-    p.add_argument("--format", choices=["png", "labels", "exr"], default="png")
+    p.add_argument("--format", choices=["png", "labels", "exr", "alpha", "rgba", "prores"], default="png",
+                   help="png = 0/255 masks, labels = id maps, exr = float alpha, alpha = 16-bit PNG alpha, "
+                        "rgba = 16-bit premultiplied RGBA PNG, prores = ProRes 4444 .mov per object")
     p.add_argument("--out", required=True)
+    p.add_argument("--hard", action="store_true", help="hard 0/1 mattes (the tracker's masks), no soft alpha")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("inpaint", help="remove tracked objects from the video")
@@ -313,11 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_args(p)
     p.set_defaults(func=cmd_inpaint)
 
-    p = sub.add_parser("eval", help="J, F and J&F of predicted mattes against ground truth (DAVIS)")
+    p = sub.add_parser("eval", help="J, F, J&F (DAVIS) and, for 16-bit soft ground truth, alpha errors")
     p.add_argument("pred", help="PRED_DIR/<object_id>/<frame:05d>.png")
     p.add_argument("gt", help="GT_DIR/<object_id>/<frame:05d>.png")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("matte", help="refine a folder of binary masks into soft alpha at the video's resolution")
+    p.add_argument("video")
+    p.add_argument("--masks", required=True, help="MASKS_DIR/<object_id>/<frame:05d>.png (0/255)")
+    p.add_argument("--out", required=True, help="OUT_DIR/<object_id>/<frame:05d>.png|.exr")
+    p.add_argument("--format", choices=["alpha", "exr"], default="alpha",
+                   help="alpha = 16-bit PNG, exr = float32 OpenEXR")
+    p.set_defaults(func=cmd_matte)
 
     p = sub.add_parser("demo", help="make a sample clip, click, track, export and inpaint it")
     p.add_argument("--out", default="demo_out")

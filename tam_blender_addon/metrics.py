@@ -1,10 +1,18 @@
-"""DAVIS video-segmentation measures: region J (IoU) and boundary F, plus a folder evaluator.
+"""DAVIS video-segmentation measures (region J, boundary F), alpha-matte errors, and a folder evaluator.
 
 Worker side (OpenCV allowed). The boundary measure follows the DAVIS 2017 evaluation
 conventions: one-pixel boundaries from `seg2bmap` (a pixel is a boundary pixel when it
 differs from its right, lower or lower-right neighbour), a match tolerance of
 ceil(0.008 * image diagonal) pixels applied by dilating with a disk, and the DAVIS empty
 cases (both boundaries empty -> F = 1, exactly one empty -> F = 0).
+
+Alpha errors (used when the ground truth is soft: 16-bit PNG) follow the alpha-matting
+benchmark's reference code (Rhemann et al.; the Adobe/DIM MATLAB scripts), with alpha in
+0..1 and the whole frame as the region (a video matte has no trimap): SAD = sum |a - g| / 1000,
+MSE = mean (a - g)^2, Grad = sum (|grad a| - |grad g|)^2 / 1000 with Gaussian-derivative
+filters of sigma 1.4, Conn = connectivity error with threshold step 0.1, / 1000. dtSSD
+(Erofeev et al. 2015, temporal coherence) is sqrt(mean(((a_t - a_t-1) - (g_t - g_t-1))^2))
+x 100 per frame pair, as the video-matting literature reports it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import numpy as np
 from .errors import InputError, MediaError
 
 BOUND_TH = 0.008
+ALPHA_KEYS = ("SAD", "MSE", "Grad", "Conn", "dtSSD")
 _FRAME_RE = re.compile(r"^(\d+)\.png$")
 
 
@@ -103,6 +112,100 @@ def _as_bool_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndar
     return p, g
 
 
+def _as_float_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both alphas as float64 0..1, same 2-D shape, else InputError."""
+    p = np.asarray(pred, np.float64)
+    g = np.asarray(gt, np.float64)
+    if p.shape != g.shape or p.ndim != 2:
+        raise InputError(f"alphas differ in shape: prediction {p.shape}, ground truth {g.shape}")
+    return p, g
+
+
+def sad(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Sum of absolute differences of two 0..1 alphas, in thousands (matting benchmark SAD)."""
+    p, g = _as_float_pair(pred, gt)
+    return float(np.abs(p - g).sum() / 1000.0)
+
+
+def mse(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean squared error of two 0..1 alphas over the frame."""
+    p, g = _as_float_pair(pred, gt)
+    return float(np.mean((p - g) ** 2))
+
+
+def _gauss_derivative_kernel(sigma: float) -> np.ndarray:
+    """The reference `gaussgradient` x-kernel: gauss(y) * dgauss(x), unit L2 norm, epsilon 1e-2 support."""
+    half = int(math.ceil(sigma * math.sqrt(-2.0 * math.log(math.sqrt(2.0 * math.pi) * sigma * 1e-2))))
+    ax = np.arange(-half, half + 1, dtype=np.float64)
+    g = np.exp(-ax ** 2 / (2 * sigma ** 2)) / (sigma * math.sqrt(2 * math.pi))
+    dg = -ax * g / sigma ** 2
+    k = g[:, None] * dg[None, :]
+    return k / math.sqrt(float((k * k).sum()))
+
+
+def gradient_error(pred: np.ndarray, gt: np.ndarray, sigma: float = 1.4) -> float:
+    """Gradient error: sum of squared differences of Gaussian-gradient magnitudes, / 1000."""
+    p, g = _as_float_pair(pred, gt)
+    kx = _gauss_derivative_kernel(sigma)
+    ky = np.ascontiguousarray(kx.T)
+
+    def amp(a: np.ndarray) -> np.ndarray:
+        gx = cv2.filter2D(a, cv2.CV_64F, kx, borderType=cv2.BORDER_REPLICATE)
+        gy = cv2.filter2D(a, cv2.CV_64F, ky, borderType=cv2.BORDER_REPLICATE)
+        return np.sqrt(gx * gx + gy * gy)
+
+    return float(((amp(p) - amp(g)) ** 2).sum() / 1000.0)
+
+
+def connectivity_error(pred: np.ndarray, gt: np.ndarray, step: float = 0.1) -> float:
+    """Connectivity error (Rhemann et al.; reference code's definition, 4-connectivity), / 1000."""
+    p, g = _as_float_pair(pred, gt)
+    steps = np.arange(0.0, 1.0 + step / 2, step)
+    l_map = np.full(p.shape, -1.0)
+    for ii in range(1, len(steps)):
+        both = ((p >= steps[ii]) & (g >= steps[ii])).astype(np.uint8)
+        n, cc, stats, _ = cv2.connectedComponentsWithStats(both, connectivity=4)
+        omega = np.zeros(p.shape, bool)
+        if n > 1:
+            omega = cc == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        l_map[(l_map == -1) & ~omega] = steps[ii - 1]
+    l_map[l_map == -1] = 1.0
+    pd, gd = p - l_map, g - l_map
+    p_phi = 1.0 - pd * (pd >= 0.15)
+    g_phi = 1.0 - gd * (gd >= 0.15)
+    return float(np.abs(p_phi - g_phi).sum() / 1000.0)
+
+
+def dtssd(pred_t: np.ndarray, pred_prev: np.ndarray, gt_t: np.ndarray, gt_prev: np.ndarray) -> float:
+    """Temporal coherence error of one frame pair (Erofeev et al.), x 100 as video-matting papers report it."""
+    p, g = _as_float_pair(pred_t, gt_t)
+    pp, gp = _as_float_pair(pred_prev, gt_prev)
+    if p.shape != pp.shape:
+        raise InputError(f"frames differ in shape: {p.shape} and {pp.shape}")
+    return float(math.sqrt(float((((p - pp) - (g - gp)) ** 2).mean())) * 100.0)
+
+
+def alpha_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """SAD, MSE, Grad and Conn of one frame's alpha against soft ground truth."""
+    return {"SAD": sad(pred, gt), "MSE": mse(pred, gt), "Grad": gradient_error(pred, gt),
+            "Conn": connectivity_error(pred, gt)}
+
+
+def read_alpha_png(path: str | Path) -> tuple[np.ndarray, bool]:
+    """A matte PNG as float32 alpha 0..1 and whether it is soft (16-bit); 8-bit reads as /255."""
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    if img is None:
+        raise MediaError(f"mask {path} cannot be read")
+    if img.ndim == 3:
+        img = img[..., 0] if img.shape[2] < 3 else cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2GRAY)
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / 65535.0, True
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0, False
+    raise MediaError(f"mask {path} has an unsupported pixel type {img.dtype}")
+
+
 def read_binary_png(path: str | Path) -> np.ndarray:
     """A 0/255 matte PNG as bool (pixels >= 128 are foreground)."""
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
@@ -138,7 +241,10 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path, *, exclude_first_las
     DAVIS semi-supervised benchmark does. Returns {"objects": {id: {"J", "F", "J&F",
     "num_frames", "J_frames", "F_frames"}}, "mean": {"J", "F", "J&F"}, "num_objects"}
     (the mean's keys are repeated at the top level); the overall J and F are means over
-    objects and J&F is their average.
+    objects and J&F is their average. When the ground truth is soft (16-bit PNG), every
+    object and the mean also get SAD, MSE, Grad, Conn (means over frames) and dtSSD (mean
+    over consecutive frame pairs), and "soft" is True; J and F then compare the prediction
+    (alpha >= 0.5) with the ground truth's alpha > 0.5.
     """
     pred_root, gt_root = Path(pred_dir), Path(gt_dir)
     gt_objs = _object_dirs(gt_root, "ground-truth")
@@ -169,22 +275,38 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path, *, exclude_first_las
                 raise InputError(f"object {name} has too few frames to drop the first and last")
         js: list[float] = []
         fs: list[float] = []
+        errs: list[dict[str, float]] = []
+        dts: list[float] = []
+        prev: tuple[int, np.ndarray, np.ndarray] | None = None
         for f in frames:
-            g = read_binary_png(gt_frames[f])
-            p = read_binary_png(pred_frames[f])
-            if g.shape != p.shape:
-                raise InputError(f"object {name} frame {f:05d}: prediction is {p.shape[1]}x{p.shape[0]}, "
-                                 f"ground truth is {g.shape[1]}x{g.shape[0]}")
+            g_a, soft = read_alpha_png(gt_frames[f])
+            p_a, _ = read_alpha_png(pred_frames[f])
+            if g_a.shape != p_a.shape:
+                raise InputError(f"object {name} frame {f:05d}: prediction is {p_a.shape[1]}x{p_a.shape[0]}, "
+                                 f"ground truth is {g_a.shape[1]}x{g_a.shape[0]}")
+            g, p = (g_a > 0.5, p_a >= 0.5) if soft else (g_a >= 0.5, p_a >= 0.5)
             js.append(j_measure(p, g))
             fs.append(f_measure(p, g, bound_th))
+            if soft:
+                errs.append(alpha_errors(p_a, g_a))
+                if prev is not None and prev[0] == f - 1:
+                    dts.append(dtssd(p_a, prev[1], g_a, prev[2]))
+                prev = (f, p_a, g_a)
         j, fm = float(np.mean(js)), float(np.mean(fs))
         key: int | str = int(name) if name.isdigit() else name
         per_object[key] = {"J": j, "F": fm, "J&F": (j + fm) / 2, "num_frames": len(frames),
                            "J_frames": js, "F_frames": fs}
+        if errs and len(errs) == len(frames):
+            per_object[key].update({k: float(np.mean([e[k] for e in errs])) for k in ALPHA_KEYS[:4]})
+            per_object[key]["dtSSD"] = float(np.mean(dts)) if dts else 0.0
+            per_object[key]["MSE_frames"] = [e["MSE"] for e in errs]
     j_mean = float(np.mean([o["J"] for o in per_object.values()]))
     f_mean = float(np.mean([o["F"] for o in per_object.values()]))
     mean = {"J": j_mean, "F": f_mean, "J&F": (j_mean + f_mean) / 2}
-    return {"objects": per_object, "mean": mean, **mean, "num_objects": len(per_object)}
+    if all("MSE" in o for o in per_object.values()):
+        mean.update({k: float(np.mean([o[k] for o in per_object.values()])) for k in ALPHA_KEYS})
+    return {"objects": per_object, "mean": mean, **mean, "num_objects": len(per_object),
+            "soft": "MSE" in mean}
 
 
 def _natural(s: str) -> tuple:

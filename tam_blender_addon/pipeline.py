@@ -283,6 +283,7 @@ class Engine:
             labels_map[masks[o]] = o
             conf[o] = scores[o]
         self.session.write_mask(frame, labels_map, conf, kind="keyframe")
+        self._matte(frame, image, labels_map)
         self.session.log("segment", frame=frame, objects=objs, backend=self.segmenter.name,
                          areas={str(o): int((labels_map == o).sum()) for o in objs})
         return self.session.read_mask(frame)
@@ -338,6 +339,14 @@ class Engine:
             self.session.log("span_done", job=job, span=sp.name, sig=sig)
         self.session.log("track_done", job=job, **counts)
         self._span_state(compact=True)
+
+    def _matte(self, frame: int, image: np.ndarray, labels: np.ndarray) -> None:
+        """Matte stage: the frame's soft alpha at source resolution, stored beside its mask."""
+        if getattr(self, "_matter", None) is None:
+            from .matte import SessionMatter
+
+            self._matter = SessionMatter(self.session)
+        self._matter(frame, image, labels)
 
     def _tracker_fingerprint(self) -> str:
         """Hash of everything besides the keyframes that shapes a tracked mask.
@@ -425,10 +434,12 @@ class Engine:
             if should_stop is not None and should_stop():
                 self.session.log("track_cancelled", job=job, span=sp.name, frame=f)
                 raise Cancelled(f"tracking cancelled at frame {f}; finished frames are kept")
-            labels, conf, kind = self.track_step(f, self.source.get(f), counts)
+            image = self.source.get(f)
+            labels, conf, kind = self.track_step(f, image, counts)
             if sp.fuse:
                 labels, conf = self._fuse(f, sp, span_len, labels, conf)
             self.session.write_mask(f, labels, conf, kind=kind)
+            self._matte(f, image, labels)
             low = [o for o, c in conf.items() if c < DOUBTFUL_BELOW and (labels == o).any()]
             if low:
                 counts["doubtful"] += 1
@@ -502,6 +513,7 @@ class Engine:
             if n:
                 counts["refined"] += n
                 self.session.write_mask(f, labels, conf, kind="refined")
+                self._matte(f, image, labels)
             yield meter.progress("refine", frame=f)
         self.session.log("refine_done", frames=len(frames), **counts)
 
@@ -510,14 +522,15 @@ class Engine:
         return self.session.doubtful_frames(threshold)
 
     # ----------------------------------------------------------------- outputs
-    def export(self, fmt: str, out: str, frames: list[int] | None = None,
+    def export(self, fmt: str, out: str, frames: list[int] | None = None, hard: bool = False,
                should_stop: StopFn = None) -> Iterator[Progress]:
-        """Write mattes as png / labels / exr; one Progress per frame written."""
+        """Write mattes as png / labels / exr / alpha / rgba / prores (see export.py); one Progress per frame."""
         from .export import export_masks
 
         frames = list(range(self.session.source.num_frames)) if frames is None else frames
         meter = RateMeter(len(frames))
-        writer = export_masks(self.session, fmt, out, frames=frames)
+        source = self.source if fmt in ("rgba", "prores") else None
+        writer = export_masks(self.session, fmt, out, frames=frames, hard=hard, source=source)
         try:
             for f in writer:
                 yield meter.progress("export", frame=f)

@@ -1,12 +1,15 @@
 """The session directory: the crash-safe source of truth for objects, prompts, masks and the job log.
 
 Imported inside Blender, so numpy and the standard library only. Layout (format
-"tam-session", version 1)::
+"tam-session", version 2)::
 
     session.json        {"format", "version", "source", "mapping", "backend", "settings"}
     objects.json        {"next_id", "objects": [{"id", "name", "color"}]}
     prompts.json        {"prompts": [{"type": "click"|"box"|"mask", ...}]}  (mask: run lengths)
     masks/f000123.npz   labels uint8 (H, W), obj_ids int32 (K,), confidence float32 (K,), kind str
+    alpha/f000123.npz   soft alpha (version 2): labels_crc uint32, obj_ids int32 (K,), and per object
+                        box_<id> int32 (y0, x0) + alpha_<id> uint16 crop where the alpha is not the
+                        hard mask (0..65535); stale (crc differs from the mask's) = absent
     log.jsonl           job log, one JSON object per line
     ledger.json         the log compacted: {"log_offset", "log_head", "spans"} (see `read_ledger`)
     .lock               writer lock: {"pid", "host", "time", "token"}
@@ -24,6 +27,10 @@ and ``max_memory_frames`` (XMem's memory), ``half_precision`` (the default of th
 so they are fixed when the session is made (from Blender's preferences) and read from the
 session by every engine that opens it: changing a preference later does not mix masks
 made two ways into one session. The worker returns them in its session info.
+
+Version 1 sessions (no alpha) open as they are; opening one for writing migrates it to
+version 2 (adds the alpha folder, rewrites session.json). Frames without fresh alpha read
+their alpha as the hard mask.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from ..atomic import TMP_SUFFIX, atomic_write, remove_stray_temps
 from .errors import InputError, SessionError
 
 FORMAT = "tam-session"
-VERSION = 1
+VERSION = 2  # 2: soft alpha (alpha/) beside the hard label maps
 MAX_OBJECTS = 255
 MASK_KINDS = ("keyframe", "tracked", "refined")
 TRACKER_SETTINGS = ("max_resolution", "mem_every", "max_memory_frames", "half_precision")
@@ -67,8 +74,10 @@ LEDGER_FILE = "ledger.json"
 LOCK_FILE = ".lock"
 MASKS_DIR = "masks"
 
+ALPHA_DIR = "alpha"
+
 _MASK_RE = re.compile(r"^f(\d+)\.npz$")
-_OWN_NAMES = {SESSION_FILE, OBJECTS_FILE, PROMPTS_FILE, LOG_FILE, LEDGER_FILE, LOCK_FILE, MASKS_DIR}
+_OWN_NAMES = {SESSION_FILE, OBJECTS_FILE, PROMPTS_FILE, LOG_FILE, LEDGER_FILE, LOCK_FILE, MASKS_DIR, ALPHA_DIR}
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +191,13 @@ def default_color(obj_id: int) -> tuple[float, float, float]:
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
     rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
     return (round(rgb[0], 4), round(rgb[1], 4), round(rgb[2], 4))
+
+
+def _crc(labels: np.ndarray) -> int:
+    """CRC-32 of a label map: ties a soft alpha to the exact mask it was made from."""
+    import zlib
+
+    return zlib.crc32(np.ascontiguousarray(labels, np.uint8).tobytes()) & 0xFFFFFFFF
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -572,6 +588,8 @@ class Session:
             self._apply_session_json(meta)
             if writable:
                 self._recover()
+                if meta["version"] < VERSION:
+                    self._migrate(meta["version"])
             self._reload_tables(force=True)
         except BaseException:
             self.close()
@@ -600,6 +618,12 @@ class Session:
             )
         return meta
 
+    def _migrate(self, version: int) -> None:
+        """Bring an older session up to VERSION in place (1 -> 2: an empty alpha folder)."""
+        (self.path / ALPHA_DIR).mkdir(exist_ok=True)
+        self.save()
+        self.log("migrated", from_version=version, to_version=VERSION)
+
     def _apply_session_json(self, meta: dict) -> None:
         """Fill source/mapping/backend/settings from a checked session.json dict."""
         try:
@@ -614,7 +638,7 @@ class Session:
     def _recover(self) -> None:
         """Clean up after a crash: stray temp files, a half-written last log line."""
         (self.path / MASKS_DIR).mkdir(exist_ok=True)
-        for folder in (self.path, self.path / MASKS_DIR):
+        for folder in (self.path, self.path / MASKS_DIR, self.path / ALPHA_DIR):
             for p in remove_stray_temps(folder):
                 logger.info("session %s: removed stray temp file %s", self.path, p.name)
         log = self.path / LOG_FILE
@@ -1103,6 +1127,85 @@ class Session:
         if rec is None:
             return np.zeros((self.source.height, self.source.width), dtype=bool)
         return rec.mask(obj)
+
+    # -- soft alpha (format version 2)
+
+    def write_alpha(self, frame: int, alphas: dict[int, np.ndarray], labels: np.ndarray | None = None) -> None:
+        """Store the soft alpha (float 0..1, (H, W)) of objects on `frame`, tied to its current label map.
+
+        Only the box where the alpha differs from the hard mask is kept (16-bit). If the mask is
+        later rewritten (re-tracked, object removed), the alpha is stale and reads as absent.
+        `labels`: the label map just written for `frame` (saves reading it back; if it is not
+        the stored one, the alpha simply reads as stale).
+        """
+        self._check_writable()
+        with self._mutex:
+            f = self._check_frame(frame)
+            if labels is None:
+                rec = self.read_mask(f)
+                if rec is None:
+                    raise InputError(f"frame {f} has no mask to attach soft alpha to")
+                labels = rec.labels
+            labels = np.asarray(labels, np.uint8)
+            arrays: dict[str, np.ndarray] = {"labels_crc": np.asarray(_crc(labels), np.uint32)}
+            ids = []
+            for obj, a in sorted(alphas.items()):
+                a = np.asarray(a, np.float32)
+                if a.shape != labels.shape:
+                    raise InputError(f"alpha of object {obj} on frame {f} has shape {a.shape}, "
+                                     f"expected {labels.shape}")
+                q = np.round(np.clip(a, 0.0, 1.0) * 65535.0).astype(np.uint16)
+                diff = q != np.where(labels == obj, np.uint16(65535), np.uint16(0))
+                ys, xs = np.flatnonzero(diff.any(axis=1)), np.flatnonzero(diff.any(axis=0))
+                y0, x0 = (int(ys[0]), int(xs[0])) if ys.size else (0, 0)
+                y1, x1 = (int(ys[-1]) + 1, int(xs[-1]) + 1) if ys.size else (0, 0)
+                arrays[f"box_{int(obj)}"] = np.asarray([y0, x0], np.int32)
+                arrays[f"alpha_{int(obj)}"] = np.ascontiguousarray(q[y0:y1, x0:x1])
+                ids.append(int(obj))
+            arrays["obj_ids"] = np.asarray(ids, np.int32)
+            folder = self.path / ALPHA_DIR
+            folder.mkdir(exist_ok=True)
+            atomic_write(folder / mask_filename(f), npz_bytes(**arrays), sync_dir=False)
+
+    def read_alpha(self, frame: int, labels: np.ndarray | None = None) -> dict[int, np.ndarray] | None:
+        """{object: float32 alpha (H, W)} of `frame`; None if absent, unreadable or stale.
+
+        `labels` (the frame's current label map) saves reading the mask again.
+        """
+        self._check_open()
+        f = int(frame)
+        if labels is None:
+            rec = self.read_mask(f)
+            if rec is None:
+                return None
+            labels = rec.labels
+        try:
+            with np.load(self.path / ALPHA_DIR / mask_filename(f), allow_pickle=False) as z:
+                if int(z["labels_crc"]) != _crc(labels):
+                    return None
+                out = {}
+                for obj in (int(i) for i in z["obj_ids"]):
+                    a = (labels == obj).astype(np.float32)
+                    y0, x0 = (int(v) for v in z[f"box_{obj}"])
+                    crop = z[f"alpha_{obj}"]
+                    a[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop.astype(np.float32) / 65535.0
+                    out[obj] = a
+                return out
+        except FileNotFoundError:
+            return None
+        except Exception as e:  # noqa: BLE001 - damaged alpha: the hard mask still stands
+            logger.warning("session %s: soft alpha of frame %d is unreadable (%s); using the mask", self.path, f, e)
+            return None
+
+    def object_alpha(self, frame: int, obj: int) -> np.ndarray:
+        """Float32 alpha of `obj` on `frame`: the stored soft alpha if fresh, else the hard mask (0/1)."""
+        rec = self.read_mask(frame)
+        if rec is None:
+            return np.zeros((self.source.height, self.source.width), dtype=np.float32)
+        soft = self.read_alpha(frame, rec.labels)
+        if soft is not None and obj in soft:
+            return soft[obj]
+        return rec.mask(obj).astype(np.float32)
 
     def delete_mask(self, frame: int) -> None:
         """Forget the stored mask of `frame` (kept: the matting branch's alpha tests use it)."""

@@ -7,6 +7,14 @@ the id of the nearest object whose analytic shape covers the pixel centre. Every
 drawn from a seed (``numpy.random.Generator``) and rendered on demand, one frame at a
 time, so memory does not grow with clip length.
 
+Soft ground truth: with ``ClipSpec.supersample = n`` (n >= 2) every pixel is rendered from
+n x n sub-pixel samples and, with ``shutter > 0``, ``motion_samples`` instants spread over the
+open shutter (motion blur); objects may carry thin ``strands`` (hair-like curves about a pixel
+wide). A pixel's alpha for an object is the exact fraction of its samples where that object is
+the nearest one (``Clip.alphas``), the frame is the mean colour of the same samples, and the
+label map is "alpha > 0.5". ``write_clip`` then writes 16-bit alpha PNGs beside the binary GT.
+With ``supersample = 0`` (the default) rendering is exactly what it always was.
+
 Presets (``preset_spec``): ``demo``, ``small_object_pan``, ``occlusion``, ``leave_reenter``.
 """
 
@@ -37,6 +45,9 @@ class ObjectSpec:
     hue: float = 0.0  # 0..1, the object's palette hue
     depth: int = 0  # larger = nearer the camera (drawn on top)
     spin: float = 0.0  # rotation in degrees per frame (texture and outline turn together)
+    strands: int = 0  # thin hair-like curves growing out of the outline (needs ClipSpec.supersample)
+    strand_width: float = 1.0  # strand thickness in pixels at scale 1
+    strand_length: float = 0.35  # strand length as a fraction of the object's larger side
 
 
 @dataclass
@@ -55,6 +66,9 @@ class ClipSpec:
     objects: list[ObjectSpec] = field(default_factory=list)
     noise: float = 1.5  # sensor noise sigma (grey levels), fresh every frame; 0 = none
     antialias: bool = True  # blend object edges by pixel coverage (labels still test the pixel centre)
+    supersample: int = 0  # n >= 2: n x n samples per pixel give exact soft alpha (labels = alpha > 0.5)
+    shutter: float = 0.0  # motion blur: fraction of the frame interval the shutter is open (needs supersample)
+    motion_samples: int = 8  # instants sampled over the open shutter
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -147,8 +161,36 @@ class _Obj:
         t = _texture_field(rng, spec.texture, self.side, self.side, feature)
         self.texture = _colourise(t, spec.hue, rng, (0.55, 0.95), (0.35, 0.95)).astype(np.float32)
         self.params = _blob_params(rng)
+        self.strands = self._strand_polylines(rng)
 
-    def state(self, i: int) -> tuple[float, float, float]:
+    def _outline_radius(self, th: float) -> float:
+        """Distance from the centre to the outline along angle `th`, in (u, v) units."""
+        c, s = abs(np.cos(th)), abs(np.sin(th))
+        if self.spec.shape == "rect":
+            return float((c ** 6 + s ** 6) ** (-1.0 / 6.0))
+        if self.spec.shape == "blob":
+            return float(_blob_radius(np.array([th]), self.params)[0])
+        return 1.0
+
+    def _strand_polylines(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """Strands as polylines in object-local pixels at scale 1 (origin the centre), rooted inside the outline."""
+        out = []
+        hx, hy = self.spec.size[0] / 2.0, self.spec.size[1] / 2.0
+        length = self.spec.strand_length * max(self.spec.size)
+        for _ in range(self.spec.strands):
+            th = rng.uniform(0, 2 * np.pi)
+            r = 0.85 * self._outline_radius(th)
+            root = np.array([r * np.cos(th) * hx, r * np.sin(th) * hy])
+            curl = rng.uniform(-1.2, 1.2)
+            ln = length * rng.uniform(0.6, 1.0)
+            pts = [root]
+            for k in range(1, 6):
+                a = th + curl * k / 5.0
+                pts.append(pts[-1] + ln / 5.0 * np.array([np.cos(a), np.sin(a)]))
+            out.append(np.array(pts, np.float64))
+        return out
+
+    def state(self, i: float) -> tuple[float, float, float]:
         """Centre x, centre y and scale at frame i (linear between keyframes, held outside)."""
         k = self.keys
         return (float(np.interp(i, k[:, 0], k[:, 1])), float(np.interp(i, k[:, 0], k[:, 2])),
@@ -192,6 +234,65 @@ class _Obj:
         rgb = cv2.remap(self.texture, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         return y0, x0, inside, cover, rgb
 
+    def raster_fine(self, t: float, width: int, height: int, n: int):
+        """(y0, x0, inside, RGB) on the n x n sub-pixel grid of a pixel box at (fractional) time t, or None.
+
+        Sub-sample (a, b) of pixel (y, x) sits at (y + (a + 0.5) / n - 0.5, x + (b + 0.5) / n - 0.5);
+        `inside` is (h*n, w*n) bool (shape or strand), RGB (h*n, w*n, 3) float.
+        """
+        cx, cy, s = self.state(t)
+        hw, hh = self.spec.size[0] * s / 2.0, self.spec.size[1] * s / 2.0
+        if hw <= 0 or hh <= 0:
+            return None
+        ang = np.deg2rad(self.spec.spin * t)
+        ca, sa = float(np.cos(ang)), float(np.sin(ang))
+        ex, ey = (hw, hh) if self.spec.spin == 0 else (float(np.hypot(hw, hh)),) * 2
+        if self.strands:
+            reach = (self.spec.strand_length * max(self.spec.size) + self.spec.strand_width) * s + 2.0
+            ex, ey = ex + reach, ey + reach
+        x0, x1 = max(0, int(np.floor(cx - ex - 1))), min(width - 1, int(np.ceil(cx + ex + 1)))
+        y0, y1 = max(0, int(np.floor(cy - ey - 1))), min(height - 1, int(np.ceil(cy + ey + 1)))
+        if x1 < x0 or y1 < y0:
+            return None
+        step = 1.0 / n
+        ys = y0 + (np.arange((y1 - y0 + 1) * n, dtype=np.float32) + 0.5) * step - 0.5
+        xs = x0 + (np.arange((x1 - x0 + 1) * n, dtype=np.float32) + 0.5) * step - 0.5
+        px, py = xs[None, :] - cx, ys[:, None] - cy
+        u = (ca * px + sa * py) / hw
+        v = (-sa * px + ca * py) / hh
+        inside = _shape_value(self.spec.shape, u, v, self.params) <= 1.0
+        for poly in self.strands:
+            self._draw_strand(inside, poly, u, v, s, (hw, hh), (ca, sa), (cx, cy), (ys, xs))
+        if not inside.any():
+            return None
+        mx = ((u + 1.0) * 0.5 * (self.side - 1)).astype(np.float32)
+        my = ((v + 1.0) * 0.5 * (self.side - 1)).astype(np.float32)
+        rgb = cv2.remap(self.texture, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return y0, x0, inside, rgb
+
+    def _draw_strand(self, inside, poly, u, v, s, half, rot, centre, grid) -> None:
+        """Mark the sub-samples within half a strand width of one strand polyline (object-local distance)."""
+        hw, hh = half
+        ca, sa = rot
+        ys, xs = grid
+        # strand points in image coordinates, to limit the work to the strand's own box
+        lx, ly = poly[:, 0] * s, poly[:, 1] * s
+        ix = centre[0] + ca * lx - sa * ly
+        iy = centre[1] + sa * lx + ca * ly
+        pad = self.spec.strand_width * s + 1.0
+        c0, c1 = np.searchsorted(xs, ix.min() - pad), np.searchsorted(xs, ix.max() + pad)
+        r0, r1 = np.searchsorted(ys, iy.min() - pad), np.searchsorted(ys, iy.max() + pad)
+        if c1 <= c0 or r1 <= r0:
+            return
+        qx = u[r0:r1, c0:c1] * hw / s  # object-local pixels at scale 1
+        qy = v[r0:r1, c0:c1] * hh / s
+        best = np.full(qx.shape, np.inf, np.float32)
+        for a, b in zip(poly[:-1], poly[1:], strict=True):
+            d = b - a
+            tt = np.clip(((qx - a[0]) * d[0] + (qy - a[1]) * d[1]) / max(float(d @ d), 1e-9), 0.0, 1.0)
+            best = np.minimum(best, (qx - a[0] - tt * d[0]) ** 2 + (qy - a[1] - tt * d[1]) ** 2)
+        inside[r0:r1, c0:c1] |= best <= (self.spec.strand_width / 2.0) ** 2
+
 
 class Clip:
     """A rendered-on-demand clip: frames (RGB uint8), label maps (uint8) and clean backgrounds."""
@@ -199,6 +300,10 @@ class Clip:
     def __init__(self, spec: ClipSpec) -> None:
         if spec.width < 8 or spec.height < 8 or spec.num_frames < 1:
             raise ValueError("a clip needs at least 8x8 pixels and one frame")
+        if spec.supersample == 1 or spec.supersample < 0:
+            raise ValueError("supersample is 0 (off) or the samples per pixel side (>= 2)")
+        if not spec.supersample and (spec.shutter > 0 or any(o.strands for o in spec.objects)):
+            raise ValueError("motion blur (shutter) and strands need supersample >= 2")
         ids = [o.obj_id for o in spec.objects]
         if len(set(ids)) != len(ids) or any(not 1 <= i <= 255 for i in ids):
             raise ValueError("object ids must be distinct and in 1..255")
@@ -245,6 +350,9 @@ class Clip:
 
     def render(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(RGB uint8 frame, uint8 label map) of frame i; far objects first, so labels are occlusion-correct."""
+        if self.spec.supersample:
+            frame, labels, _ = self.render_soft(i)
+            return frame, labels
         i = self._check(i)
         img = self._background_f(i)
         labels = np.zeros((self.height, self.width), np.uint8)
@@ -260,6 +368,63 @@ class Clip:
         if self.spec.noise > 0:
             img += np.random.default_rng([self.spec.seed, 7919, i]).normal(0.0, self.spec.noise, img.shape)
         return np.clip(img + 0.5, 0, 255).astype(np.uint8), labels
+
+    def render_soft(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+        """(RGB uint8 frame, uint8 labels, {obj_id: float32 alpha}) of frame i from sub-pixel and shutter samples.
+
+        Per instant, objects are drawn near to far on the sub-pixel grid and each keeps only the
+        samples no nearer object took, so alphas are exact, occlusion-correct and sum to <= 1.
+        The camera pan is not blurred (the background is the one of frame i).
+        """
+        i = self._check(i)
+        n = int(self.spec.supersample)
+        if n < 2:
+            raise ValueError("render_soft needs a clip with supersample >= 2")
+        h, w = self.height, self.width
+        times = [float(i)]
+        if self.spec.shutter > 0:
+            k = max(2, int(self.spec.motion_samples))
+            times = [i + self.spec.shutter * ((j + 0.5) / k - 0.5) for j in range(k)]
+        alphas = {o.spec.obj_id: np.zeros((h, w), np.float32) for o in self._objs}
+        colour = np.zeros((h, w, 3), np.float32)
+        wt = 1.0 / len(times)
+        for t in times:
+            taken: list[tuple[int, int, np.ndarray]] = []
+            for obj in reversed(self._objs):  # near to far
+                r = obj.raster_fine(t, w, h, n)
+                if r is None:
+                    continue
+                y0, x0, inside, rgb = r
+                vis = inside.copy()
+                for ty, tx, tin in taken:  # drop the samples a nearer object covers
+                    oy0, oy1 = max(y0, ty) * n, min(y0 * n + vis.shape[0], ty * n + tin.shape[0])
+                    ox0, ox1 = max(x0, tx) * n, min(x0 * n + vis.shape[1], tx * n + tin.shape[1])
+                    if oy1 > oy0 and ox1 > ox0:
+                        vis[oy0 - y0 * n:oy1 - y0 * n, ox0 - x0 * n:ox1 - x0 * n] &= \
+                            ~tin[oy0 - ty * n:oy1 - ty * n, ox0 - tx * n:ox1 - tx * n]
+                taken.append((y0, x0, inside))
+                ph, pw = vis.shape[0] // n, vis.shape[1] // n
+                visf = vis.astype(np.float32)
+                # INTER_AREA at an exact integer factor is the block mean of the n x n samples
+                cnt = cv2.resize(visf, (pw, ph), interpolation=cv2.INTER_AREA)
+                col = cv2.resize(rgb * visf[..., None], (pw, ph), interpolation=cv2.INTER_AREA)
+                alphas[obj.spec.obj_id][y0:y0 + ph, x0:x0 + pw] += cnt * wt
+                colour[y0:y0 + ph, x0:x0 + pw] += col * wt
+        total = np.zeros((h, w), np.float32)
+        for a in alphas.values():
+            np.minimum(a, 1.0, out=a)
+            total += a
+        img = self._background_f(i) * np.clip(1.0 - total, 0.0, 1.0)[..., None] + colour
+        labels = np.zeros((h, w), np.uint8)
+        for oid, a in alphas.items():
+            labels[a > 0.5] = oid
+        if self.spec.noise > 0:
+            img += np.random.default_rng([self.spec.seed, 7919, i]).normal(0.0, self.spec.noise, img.shape)
+        return np.clip(img + 0.5, 0, 255).astype(np.uint8), labels, alphas
+
+    def alphas(self, i: int) -> dict[int, np.ndarray]:
+        """True coverage (float32 0..1) of every object at frame i; needs supersample >= 2."""
+        return self.render_soft(i)[2]
 
     def get(self, i: int) -> np.ndarray:
         """RGB uint8 frame i."""
@@ -399,14 +564,22 @@ def preset_spec(name: str, seed: int = 0, **overrides) -> ClipSpec:
 
 def write_clip(clip: Clip, out_dir: str | Path, video: bool = True, images: bool = False,
                crf: int = 12) -> dict[str, Path]:
-    """Write the clip (clip.mp4 and/or frames/00000.png...) and gt/<obj_id>/<frame:05d>.png (0/255) masks."""
+    """Write the clip (clip.mp4 and/or frames/00000.png...) and gt/<obj_id>/<frame:05d>.png (0/255) masks.
+
+    A supersampled clip also gets gt_alpha/<obj_id>/<frame:05d>.png: 16-bit true coverage (0..65535).
+    """
     if not (video or images):
         raise ValueError("write_clip needs video=True or images=True")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {"gt": out / "gt", "spec": out / "clip.json"}
+    soft = bool(clip.spec.supersample)
+    if soft:
+        paths["gt_alpha"] = out / "gt_alpha"
     for oid in clip.obj_ids:
         (out / "gt" / str(oid)).mkdir(parents=True, exist_ok=True)
+        if soft:
+            (out / "gt_alpha" / str(oid)).mkdir(parents=True, exist_ok=True)
     writer = None
     if video:
         import imageio_ffmpeg
@@ -420,13 +593,17 @@ def write_clip(clip: Clip, out_dir: str | Path, video: bool = True, images: bool
         paths["frames"] = out / "frames"
         paths["frames"].mkdir(exist_ok=True)
     try:
-        for i, frame, labels in clip.items():
+        for i in range(clip.num_frames):
+            frame, labels, alphas = clip.render_soft(i) if soft else (*clip.render(i), {})
             if writer is not None:
                 writer.send(np.ascontiguousarray(frame))
             if images:
                 cv2.imwrite(str(paths["frames"] / f"{i:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             for oid in clip.obj_ids:
                 cv2.imwrite(str(out / "gt" / str(oid) / f"{i:05d}.png"), np.where(labels == oid, 255, 0).astype(np.uint8))
+                if soft:
+                    a16 = np.round(np.clip(alphas[oid], 0.0, 1.0) * 65535.0).astype(np.uint16)
+                    cv2.imwrite(str(out / "gt_alpha" / str(oid) / f"{i:05d}.png"), a16)
     finally:
         if writer is not None:
             writer.close()

@@ -69,7 +69,7 @@ def test_create_then_open_round_trips_source_mapping_backend_and_settings(tmp_pa
         s.settings["dilate"] = 4
         s.save()
     meta = json.loads((path / "session.json").read_text())
-    assert meta["format"] == "tam-session" and meta["version"] == 1
+    assert meta["format"] == "tam-session" and meta["version"] == 2
     with Session.open(path) as s:
         assert s.source == _source()
         assert s.mapping == FrameMapping(101, 3, 5)
@@ -89,9 +89,9 @@ def test_open_rejects_a_newer_format_version_with_a_clear_line(tmp_path: Path) -
     path = tmp_path / "s"
     Session.create(path, _source()).close()
     meta = json.loads((path / "session.json").read_text())
-    meta["version"] = 2
+    meta["version"] = 3
     (path / "session.json").write_text(json.dumps(meta))
-    with pytest.raises(SessionError, match=r"newer version.*format version 2") as e:
+    with pytest.raises(SessionError, match=r"newer version.*format version 3") as e:
         Session.open(path, writable=False)
     assert "\n" not in str(e.value)
     meta["version"] = "one"
@@ -480,6 +480,7 @@ def test_one_atomic_writer_in_the_tree() -> None:
         ("models/weights.py", "download"),  # a resumable .part download moved into place once verified
         ("tam_blender_addon/pipeline.py", "_encode_mp4"),  # ffmpeg writes the temp video itself
         ("operators/env_plan.py", "finish_build"),  # moves whole environment folders into place
+        ("tam_blender_addon/export.py", "_export_prores"),  # ffmpeg writes the temp movie itself
     }
     found = set()
     for path in ROOT.rglob("*.py"):
