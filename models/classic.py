@@ -104,11 +104,14 @@ class ClassicSegmenter:
             return SegmentResult(mask=empty, score=0.0)
         if box is None and prior is None and self.click_rounds > 0:
             return self._from_clicks(pos, neg)
-        return self._predict_once(pos, neg, box, prior)
+        return self._predict_once(pos, neg, box, prior, tight=box is not None)
 
     def _predict_once(self, pos: np.ndarray, neg: np.ndarray, box: np.ndarray | None,
-                      prior: np.ndarray | None) -> SegmentResult:
-        """One GrabCut pass from validated prompts (clicks inside the frame, a box covering it, a mask)."""
+                      prior: np.ndarray | None, tight: bool = False) -> SegmentResult:
+        """One GrabCut pass from validated prompts (clicks inside the frame, a box covering it, a mask).
+
+        `tight`: the box was drawn by the user around the whole object, so the object reaches its four sides.
+        """
         img, idx = self._frame, self._idx
         h, w = img.shape[:2]
         r = self.click_radius or max(2, int(round(0.01 * min(h, w))))
@@ -162,9 +165,14 @@ class ClassicSegmenter:
             if 0 <= xi < keep.shape[1] and 0 <= yi < keep.shape[0]:
                 keep[yi, xi] = True
         cleaned = clean_mask(cut, keep=keep)
+        order_in = [cleaned, cut, init]
+        if tight and box is not None:
+            whole = self._complete_to_box(cleaned, sub, box, (x0, y0))
+            if whole is not None:
+                order_in.insert(0, whole)
 
         cands, scores = [], []
-        for m in (cleaned, cut, init):
+        for m in order_in:
             full = np.zeros((h, w), bool)
             full[y0:y1, x0:x1] = m
             if any(np.array_equal(full, c) for c in cands):
@@ -172,9 +180,52 @@ class ClassicSegmenter:
             cands.append(full)
             scores.append(self._score(idx, full, roi, pos, neg))
         order = np.argsort(scores, kind="stable")[::-1]
+        if len(order_in) == 4 and cands:
+            order = [0] + [i for i in order if i != 0]  # the whole object first: colour prefers a part of it
         cands = [cands[i] for i in order]
         scores = [scores[i] for i in order]
         return SegmentResult(mask=cands[0], score=scores[0], alternatives=cands[1:], alternative_scores=scores[1:])
+
+    def _complete_to_box(self, cut: np.ndarray, gc: np.ndarray, box: np.ndarray,
+                         origin: tuple[int, int]) -> np.ndarray | None:
+        """The cut completed to the user's box when it falls short of a side, else None.
+
+        GrabCut drops the parts of an object that look like its surroundings (the white stripes of a ball
+        on a pale wall). A tight box says where the object ends, so the cut's convex hull is stretched
+        to the box; the added pixels are kept unless their colour is clearly the surroundings'.
+        """
+        if not cut.any():
+            return None
+        h, w = cut.shape
+        ox, oy = origin
+        b = np.asarray(box, np.float64).reshape(4)
+        bx0, bx1 = sorted((b[0] - ox, b[2] - ox))
+        by0, by1 = sorted((b[1] - oy, b[3] - oy))
+        bx0, by0, bx1, by1 = max(bx0, 0.0), max(by0, 0.0), min(bx1, float(w)), min(by1, float(h))
+        cx0, cy0, cx1, cy1 = bbox(cut)
+        bw, bh = bx1 - bx0, by1 - by0
+        slack = 0.04
+        if (cx0 - bx0 <= slack * bw and bx1 - cx1 <= slack * bw and cy0 - by0 <= slack * bh
+                and by1 - cy1 <= slack * bh) or bw < 4 or bh < 4:
+            return None
+        pts = cv2.findNonZero(cut.astype(np.uint8)).reshape(-1, 2).astype(np.float64) + 0.5
+        hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+        # stretch the hull's extent onto the box, side by side
+        sxk = bw / max(cx1 - cx0, 1.0)
+        syk = bh / max(cy1 - cy0, 1.0)
+        hull[:, 0] = bx0 + (hull[:, 0] - cx0) * sxk
+        hull[:, 1] = by0 + (hull[:, 1] - cy0) * syk
+        shape = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(shape, [np.round(hull * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+        add = shape.astype(bool) & ~cut
+        if not add.any():
+            return None
+        idx = self._idx[oy:oy + h, ox:ox + w]
+        outside = gc == cv2.GC_BGD
+        if outside.sum() >= 16:
+            p = posterior_lut(histogram(idx, cut), histogram(idx, outside))[idx]
+            add &= p > 0.2
+        return clean_mask(cut | add)
 
     def _from_clicks(self, pos: np.ndarray, neg: np.ndarray) -> SegmentResult:
         """Clicks only: a first cut from colour growth, then GrabCut again from its (slightly grown) box.

@@ -102,6 +102,7 @@ class ClassicPropagator:
         self.motion_ref = 1.0
         self.thin_frac, self.hidden_area_gain = 0.12, 2.0
         self.max_grow, self.area_slack, self.zoom_gain = -1.0, 1.4, 2.3
+        self.colour_dead = 0.7  # colour log-odds below this in size say nothing
         self.reset()
 
     # -- protocol ---------------------------------------------------------------------------------
@@ -481,7 +482,11 @@ class ClassicPropagator:
         # colour speaks as loudly as it separated the object on the keyframes; where it did not
         # (grey on grey, backgrounds in the object's colours) the flow prediction carries the mask
         wc = float(np.clip((st.sep - self.sep_lo) / self.sep_span, self.min_colour_weight, 1.0))
-        score = logit(p, 4.0) * wc + np.clip(0.45 * sd, -8.0, 2.0)
+        lc = logit(p, 4.0)
+        # weak colour evidence is no evidence: a colour the object shares with its surroundings (white stripes
+        # on a pale wall) would otherwise shave a pixel off its outline every frame
+        lc = np.sign(lc) * np.maximum(np.abs(lc) - self.colour_dead, 0.0)
+        score = lc * wc + np.clip(0.45 * sd, -8.0, 2.0)
         if extra is not None:
             score = score + extra
         score = cv2.GaussianBlur(score, (0, 0), 1.0)

@@ -78,7 +78,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: float) -> np.
 
 def _texture_field(rng: np.random.Generator, kind: str, h: int, w: int, feature: float) -> np.ndarray:
     """A 0..1 texture field of the given kind; `feature` is its typical detail size in px."""
-    if kind == "noise":
+    if kind in ("noise", "pale_noise"):
         f = 0.6 * _smooth_noise(rng, h, w, feature * 2.0) + 0.4 * _smooth_noise(rng, h, w, feature * 0.5)
     elif kind in ("stripes", "white_stripes"):
         theta = rng.uniform(0, np.pi)
@@ -221,6 +221,8 @@ class Clip:
         feature = max(4.0, min(spec.width, spec.height) / 24.0)
         t = _texture_field(rng, spec.background, ch, cw, feature)
         self._canvas = _colourise(t, spec.background_hue, rng, (0.25, 0.6), (0.25, 0.8)).astype(np.float32)
+        if spec.background == "pale_noise":  # a light, washed-out backdrop (sand, a wall, overcast sky)
+            self._canvas = _colourise(t, spec.background_hue, rng, (0.0, 0.04), (0.85, 1.0)).astype(np.float32)
         order = sorted(spec.objects, key=lambda o: (o.depth, o.obj_id))
         self._objs = [_Obj(o, rng) for o in order]
 
@@ -417,7 +419,8 @@ def preset_spec(name: str, seed: int = 0, **overrides) -> ClipSpec:
             ObjectSpec(2, (48.0, 40.0), [(0, 160 - s * 90, 190, 1.0), (n - 1, 160 - s * 60, 180, 1.2)],
                        shape=shp(), texture=tex(), hue=hues[1], depth=0),
         ]
-    spec = ClipSpec(name=name, width=w, height=h, num_frames=n, fps=24.0, seed=seed, background=tex(),
+    background = "pale_noise" if name == "striped_ball" else tex()
+    spec = ClipSpec(name=name, width=w, height=h, num_frames=n, fps=24.0, seed=seed, background=background,
                     background_hue=bg, pan=pan, objects=objects)
     return replace(spec, **overrides) if overrides else spec
 
