@@ -217,6 +217,11 @@ class ClassicSegmenter:
         hull[:, 1] = by0 + (hull[:, 1] - cy0) * syk
         shape = np.zeros((h, w), np.uint8)
         cv2.fillPoly(shape, [np.round(hull * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+        if self._solidity(cut) > 0.85:
+            # a compact object fills the ellipse inscribed in its tight box too (caps cut off diagonally)
+            centre = (int(round((bx0 + bx1) * 8)), int(round((by0 + by1) * 8)))
+            axes = (int(round(bw * 8 * 0.97)), int(round(bh * 8 * 0.97)))
+            cv2.ellipse(shape, centre, axes, 0.0, 0.0, 360.0, 1, -1, lineType=cv2.LINE_8, shift=4)
         add = shape.astype(bool) & ~cut
         if not add.any():
             return None
@@ -226,6 +231,15 @@ class ClassicSegmenter:
             p = posterior_lut(histogram(idx, cut), histogram(idx, outside))[idx]
             add &= p > 0.2
         return clean_mask(cut | add)
+
+    @staticmethod
+    def _solidity(mask: np.ndarray) -> float:
+        """Area over convex-hull area (1 = convex) of a bool mask."""
+        pts = cv2.findNonZero(mask.astype(np.uint8))
+        if pts is None or len(pts) < 3:
+            return 0.0
+        hull_area = cv2.contourArea(cv2.convexHull(pts))
+        return float(mask.sum()) / max(hull_area, 1.0)
 
     def _from_clicks(self, pos: np.ndarray, neg: np.ndarray) -> SegmentResult:
         """Clicks only: a first cut from colour growth, then GrabCut again from its (slightly grown) box.
