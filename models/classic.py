@@ -263,7 +263,10 @@ class ClassicSegmenter:
                 # a part of one colour scores high by itself, so the first box pass is judged by whether
                 # it keeps that part and still separates from its surroundings
                 kept = float((nxt.mask & best.mask).sum()) / max(float(best.mask.sum()), 1.0)
-                if kept < 0.85 or nxt.score < 0.5 * best.score:
+                # ... or turns scattered parts (the stripes of one colour) into one compact body: the parts
+                # between them look like the surroundings, so the colour score drops although the cut is right
+                whole = self._solidity(best.mask) < 0.7 <= 0.85 <= self._solidity(nxt.mask)
+                if kept < 0.85 or (nxt.score < 0.5 * best.score and not whole):
                     break
             elif nxt.score < best.score - self.click_slack:
                 break
