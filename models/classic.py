@@ -40,16 +40,18 @@ class ClassicSegmenter:
     synthetic = False
 
     def __init__(self, iterations: int = 5, click_radius: int | None = None, click_rounds: int = 2,
-                 click_grow: float = 0.1, click_slack: float = 0.05) -> None:
+                 click_grow: float = 0.1, click_slack: float = 0.05, max_crop_side: int = 512) -> None:
         """`iterations`: GrabCut rounds; `click_radius`: seed disk radius (default ~1% of the frame);
         `click_rounds`: box passes after a clicks-only cut (0 = none), each from the last mask's box grown by
-        `click_grow` of its size, kept while the score drops by no more than `click_slack`.
+        `click_grow` of its size, kept while the score drops by no more than `click_slack`;
+        `max_crop_side`: GrabCut runs on the prompt's crop scaled down to this side (large objects, 4K frames).
         """
         self.iterations = int(iterations)
         self.click_radius = click_radius
         self.click_rounds = int(click_rounds)
         self.click_grow = float(click_grow)
         self.click_slack = float(click_slack)
+        self.max_crop_side = int(max_crop_side)
         self._frame: np.ndarray | None = None
         self._idx: np.ndarray | None = None
         self._key: str | None = None
@@ -158,7 +160,7 @@ class ClassicSegmenter:
             return SegmentResult(mask=np.zeros((h, w), bool), score=0.0)
         sub = gc[y0:y1, x0:x1]
         init = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
-        cut = grabcut_refine(img[y0:y1, x0:x1], sub, self.iterations)
+        cut = self._grabcut(img[y0:y1, x0:x1], sub)
         keep = np.zeros_like(cut)
         for (x, y) in pos:
             xi, yi = int(round(x)) - x0, int(round(y)) - y0
@@ -185,6 +187,19 @@ class ClassicSegmenter:
         cands = [cands[i] for i in order]
         scores = [scores[i] for i in order]
         return SegmentResult(mask=cands[0], score=scores[0], alternatives=cands[1:], alternative_scores=scores[1:])
+
+    def _grabcut(self, rgb: np.ndarray, gc: np.ndarray) -> np.ndarray:
+        """GrabCut on a crop, scaled down when large (its cost grows with the pixels, not the object's detail);
+        the cut comes back through a bilinear upsample of the mask, not a staircase of the small grid."""
+        h, w = gc.shape
+        s = self.max_crop_side / max(h, w) if self.max_crop_side > 0 else 1.0
+        if s >= 1.0:
+            return grabcut_refine(rgb, gc, self.iterations)
+        size = (max(3, int(round(w * s))), max(3, int(round(h * s))))
+        small = grabcut_refine(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA),
+                               cv2.resize(gc, size, interpolation=cv2.INTER_NEAREST), self.iterations)
+        soft = cv2.GaussianBlur(small.astype(np.float32), (0, 0), 0.6)
+        return cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
 
     def _complete_to_box(self, cut: np.ndarray, gc: np.ndarray, box: np.ndarray,
                          origin: tuple[int, int]) -> np.ndarray | None:

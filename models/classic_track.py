@@ -233,6 +233,10 @@ class ClassicPropagator:
         """The frame at working resolution (area-averaged, so fine texture does not alias)."""
         if self._shape == self._src_shape:
             return frame
+        h, w = frame.shape[:2]
+        k = min(h // self._shape[0], w // self._shape[1])
+        if k >= 2:  # an integer shrink first: OpenCV's fast path, 3x quicker on 4K than one odd-factor resize
+            frame = cv2.resize(frame, (w // k, h // k), interpolation=cv2.INTER_AREA)
         return cv2.resize(frame, self._shape[::-1], interpolation=cv2.INTER_AREA)
 
     def _labels_to_work(self, labels: np.ndarray, ids: Sequence[int]) -> np.ndarray:
