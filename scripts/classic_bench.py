@@ -3,8 +3,9 @@
 `python scripts/classic_bench.py OUT_DIR [--preset grow_zoom] [--sizes 480x272,1920x1080,3840x2160]
 [--key first|middle] [--pingpong]` renders the preset's shot at each size (synth.scale_spec; clips are
 kept in OUT_DIR and reused), runs `tam track --backend classic` from a box around the true mask of the
-key frame, then `tam export` and `tam eval`, and prints one line per size plus the time ratios to the
-first size. `--pingpong` plays the shot forward then backward (twice its length) to expose drift.
+key frame, then `tam export` and `tam eval`, and prints one line per size with the wall-clock and CPU
+time of `tam track` and their ratios to the first size (CPU time is the steadier figure on a shared
+machine). `--pingpong` plays the shot forward then backward (twice its length) to expose drift.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -57,6 +59,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           text=True)
 
 
+def _child_cpu() -> float:
+    """CPU seconds (user + system) used so far by finished child processes (the CLI and its ffmpeg)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_size(synth, out: Path, preset: str, seed: int, size: tuple[int, int], key: str, pingpong: bool) -> dict:
     """Render (or reuse) the clip at `size`, track it with the CLI from a key-frame box, return J and times."""
     name = f"{preset}_s{seed}_{size[0]}x{size[1]}" + ("_pingpong" if pingpong else "")
@@ -76,10 +84,10 @@ def run_size(synth, out: Path, preset: str, seed: int, size: tuple[int, int], ke
             import shutil
 
             shutil.rmtree(p)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _child_cpu()
     _cli("track", str(clip_dir / "clip.mp4"), "--session", str(session), "--backend", "classic", "--box", box,
          "--direction", "both")
-    t_track = time.perf_counter() - t0
+    t_track, c_track = time.perf_counter() - t0, _child_cpu() - c0
     _cli("export", str(session), "--format", "png", "--out", str(pred))
     res = json.loads(_cli("eval", str(pred), str(clip_dir / "gt"), "--json").stdout)
     per_frame = []
@@ -90,7 +98,8 @@ def run_size(synth, out: Path, preset: str, seed: int, size: tuple[int, int], ke
         u = (g | m).sum()
         per_frame.append(1.0 if u == 0 else float((g & m).sum() / u))
     return {"clip": name, "size": f"{size[0]}x{size[1]}", "frames": n, "key": key,
-            "J": res["mean"]["J"], "J_worst_frame": min(per_frame), "track_s": t_track}
+            "J": res["mean"]["J"], "J_worst_frame": min(per_frame), "track_s": t_track,
+            "track_cpu_s": c_track}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         w, h = (int(v) for v in s.lower().split("x"))
         rows.append(run_size(synth, out, args.preset, args.seed, (w, h), args.key, args.pingpong))
         r = rows[-1]
-        print(f"{r['clip']}: J {r['J']:.3f} (worst frame {r['J_worst_frame']:.3f}), tam track {r['track_s']:.1f} s, "
-              f"{r['track_s'] / rows[0]['track_s']:.1f}x the first size", flush=True)
+        print(f"{r['clip']}: J {r['J']:.3f} (worst frame {r['J_worst_frame']:.3f}), tam track {r['track_s']:.1f} s "
+              f"wall ({r['track_s'] / rows[0]['track_s']:.1f}x the first size), {r['track_cpu_s']:.1f} s CPU "
+              f"({r['track_cpu_s'] / rows[0]['track_cpu_s']:.1f}x)", flush=True)
     (out / "classic_bench.json").write_text(json.dumps(rows, indent=1))
     return 0
 
