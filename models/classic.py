@@ -203,11 +203,12 @@ class ClassicSegmenter:
 
     def _complete_to_box(self, cut: np.ndarray, gc: np.ndarray, box: np.ndarray,
                          origin: tuple[int, int]) -> np.ndarray | None:
-        """The cut completed to the user's box when it falls short of a side, else None.
+        """The cut made whole inside the user's box, else None.
 
         GrabCut drops the parts of an object that look like its surroundings (the white stripes of a ball
-        on a pale wall). A tight box says where the object ends, so the cut's convex hull is stretched
-        to the box; the added pixels are kept unless their colour is clearly the surroundings'.
+        on a pale wall). An object is one piece, so a cut in several sizeable pieces is bridged by their
+        convex hull; a tight box says where the object ends, so a cut short of a side has its hull stretched
+        to the box; the pixels added there are kept unless their colour is clearly the surroundings'.
         """
         if not cut.any():
             return None
@@ -217,21 +218,30 @@ class ClassicSegmenter:
         bx0, bx1 = sorted((b[0] - ox, b[2] - ox))
         by0, by1 = sorted((b[1] - oy, b[3] - oy))
         bx0, by0, bx1, by1 = max(bx0, 0.0), max(by0, 0.0), min(bx1, float(w)), min(by1, float(h))
-        cx0, cy0, cx1, cy1 = bbox(cut)
         bw, bh = bx1 - bx0, by1 - by0
-        slack = 0.04
-        if (cx0 - bx0 <= slack * bw and bx1 - cx1 <= slack * bw and cy0 - by0 <= slack * bh
-                and by1 - cy1 <= slack * bh) or bw < 4 or bh < 4:
+        if bw < 4 or bh < 4:
             return None
-        pts = cv2.findNonZero(cut.astype(np.uint8)).reshape(-1, 2).astype(np.float64) + 0.5
-        hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
-        # stretch the hull's extent onto the box, side by side
-        sxk = bw / max(cx1 - cx0, 1.0)
-        syk = bh / max(cy1 - cy0, 1.0)
-        hull[:, 0] = bx0 + (hull[:, 0] - cx0) * sxk
-        hull[:, 1] = by0 + (hull[:, 1] - cy0) * syk
+        start = cut
+        n, _, stats, _ = cv2.connectedComponentsWithStats(cut.astype(np.uint8), connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        if (areas >= 0.08 * areas.max()).sum() >= 2:
+            pts = cv2.findNonZero(cut.astype(np.uint8))
+            bridge = np.zeros((h, w), np.uint8)
+            cv2.fillPoly(bridge, [cv2.convexHull(pts)], 1)
+            cut = cut | bridge.astype(bool)
+        cx0, cy0, cx1, cy1 = bbox(cut)
+        slack = 0.04
         shape = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(shape, [np.round(hull * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+        short = cx0 - bx0 > slack * bw or bx1 - cx1 > slack * bw or cy0 - by0 > slack * bh or by1 - cy1 > slack * bh
+        if not short and cut is start:
+            return None  # one piece reaching every side of the box: nothing says a part is missing
+        if short:
+            pts = cv2.findNonZero(cut.astype(np.uint8)).reshape(-1, 2).astype(np.float64) + 0.5
+            hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+            # stretch the hull's extent onto the box, side by side
+            hull[:, 0] = bx0 + (hull[:, 0] - cx0) * bw / max(cx1 - cx0, 1.0)
+            hull[:, 1] = by0 + (hull[:, 1] - cy0) * bh / max(cy1 - cy0, 1.0)
+            cv2.fillPoly(shape, [np.round(hull * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
         if self._solidity(cut) > 0.85:
             # a compact object fills the ellipse inscribed in its tight box too (caps cut off diagonally)
             centre = (int(round((bx0 + bx1) * 8)), int(round((by0 + by1) * 8)))
@@ -239,7 +249,7 @@ class ClassicSegmenter:
             cv2.ellipse(shape, centre, axes, 0.0, 0.0, 360.0, 1, -1, lineType=cv2.LINE_8, shift=4)
         add = shape.astype(bool) & ~cut
         if not add.any():
-            return None
+            return None if cut is start else clean_mask(cut)
         idx = self._idx[oy:oy + h, ox:ox + w]
         outside = gc == cv2.GC_BGD
         if outside.sum() >= 16:

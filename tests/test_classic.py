@@ -103,3 +103,13 @@ def test_click_on_one_coloured_stripe_of_a_striped_ball_gets_the_whole_ball():
     seg.set_image(f)
     res = seg.predict(points=np.array([[xs[len(xs) // 2], ys[len(ys) // 2]]], np.float32), labels=np.array([1]))
     assert _iou(res.mask, ball) > 0.8
+
+
+def test_box_on_a_compressed_striped_ball_bridges_the_coloured_stripes_grabcut_returns_apart():
+    # after lossy coding GrabCut keeps only the coloured stripes, in separate pieces (J 0.86): one object
+    clip = make_clip("striped_ball", seed=4)
+    f, labels = clip.render(32)
+    ok, buf = cv2.imencode(".jpg", f[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+    seg = ClassicSegmenter()
+    seg.set_image(np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]))
+    assert _iou(seg.predict(box=clip.box(32, 1)).mask, labels == 1) > 0.93
