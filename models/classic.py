@@ -40,16 +40,18 @@ class ClassicSegmenter:
     synthetic = False
 
     def __init__(self, iterations: int = 5, click_radius: int | None = None, click_rounds: int = 2,
-                 click_grow: float = 0.1, click_slack: float = 0.05) -> None:
+                 click_grow: float = 0.1, click_slack: float = 0.05, max_crop_side: int = 512) -> None:
         """`iterations`: GrabCut rounds; `click_radius`: seed disk radius (default ~1% of the frame);
         `click_rounds`: box passes after a clicks-only cut (0 = none), each from the last mask's box grown by
-        `click_grow` of its size, kept while the score drops by no more than `click_slack`.
+        `click_grow` of its size, kept while the score drops by no more than `click_slack`;
+        `max_crop_side`: GrabCut runs on the prompt's crop scaled down to this side (large objects, 4K frames).
         """
         self.iterations = int(iterations)
         self.click_radius = click_radius
         self.click_rounds = int(click_rounds)
         self.click_grow = float(click_grow)
         self.click_slack = float(click_slack)
+        self.max_crop_side = int(max_crop_side)
         self._frame: np.ndarray | None = None
         self._idx: np.ndarray | None = None
         self._key: str | None = None
@@ -104,11 +106,14 @@ class ClassicSegmenter:
             return SegmentResult(mask=empty, score=0.0)
         if box is None and prior is None and self.click_rounds > 0:
             return self._from_clicks(pos, neg)
-        return self._predict_once(pos, neg, box, prior)
+        return self._predict_once(pos, neg, box, prior, tight=box is not None)
 
     def _predict_once(self, pos: np.ndarray, neg: np.ndarray, box: np.ndarray | None,
-                      prior: np.ndarray | None) -> SegmentResult:
-        """One GrabCut pass from validated prompts (clicks inside the frame, a box covering it, a mask)."""
+                      prior: np.ndarray | None, tight: bool = False) -> SegmentResult:
+        """One GrabCut pass from validated prompts (clicks inside the frame, a box covering it, a mask).
+
+        `tight`: the box was drawn by the user around the whole object, so the object reaches its four sides.
+        """
         img, idx = self._frame, self._idx
         h, w = img.shape[:2]
         r = self.click_radius or max(2, int(round(0.01 * min(h, w))))
@@ -155,16 +160,21 @@ class ClassicSegmenter:
             return SegmentResult(mask=np.zeros((h, w), bool), score=0.0)
         sub = gc[y0:y1, x0:x1]
         init = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
-        cut = grabcut_refine(img[y0:y1, x0:x1], sub, self.iterations)
+        cut = self._grabcut(img[y0:y1, x0:x1], sub)
         keep = np.zeros_like(cut)
         for (x, y) in pos:
             xi, yi = int(round(x)) - x0, int(round(y)) - y0
             if 0 <= xi < keep.shape[1] and 0 <= yi < keep.shape[0]:
                 keep[yi, xi] = True
         cleaned = clean_mask(cut, keep=keep)
+        order_in = [cleaned, cut, init]
+        if tight and box is not None:
+            whole = self._complete_to_box(cleaned, sub, box, (x0, y0))
+            if whole is not None:
+                order_in.insert(0, whole)
 
         cands, scores = [], []
-        for m in (cleaned, cut, init):
+        for m in order_in:
             full = np.zeros((h, w), bool)
             full[y0:y1, x0:x1] = m
             if any(np.array_equal(full, c) for c in cands):
@@ -172,9 +182,89 @@ class ClassicSegmenter:
             cands.append(full)
             scores.append(self._score(idx, full, roi, pos, neg))
         order = np.argsort(scores, kind="stable")[::-1]
+        if len(order_in) == 4 and cands:
+            order = [0] + [i for i in order if i != 0]  # the whole object first: colour prefers a part of it
         cands = [cands[i] for i in order]
         scores = [scores[i] for i in order]
         return SegmentResult(mask=cands[0], score=scores[0], alternatives=cands[1:], alternative_scores=scores[1:])
+
+    def _grabcut(self, rgb: np.ndarray, gc: np.ndarray) -> np.ndarray:
+        """GrabCut on a crop, scaled down when large (its cost grows with the pixels, not the object's detail);
+        the cut comes back through a bilinear upsample of the mask, not a staircase of the small grid."""
+        h, w = gc.shape
+        s = self.max_crop_side / max(h, w) if self.max_crop_side > 0 else 1.0
+        if s >= 1.0:
+            return grabcut_refine(rgb, gc, self.iterations)
+        size = (max(3, int(round(w * s))), max(3, int(round(h * s))))
+        small = grabcut_refine(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA),
+                               cv2.resize(gc, size, interpolation=cv2.INTER_NEAREST), self.iterations)
+        soft = cv2.GaussianBlur(small.astype(np.float32), (0, 0), 0.6)
+        return cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+
+    def _complete_to_box(self, cut: np.ndarray, gc: np.ndarray, box: np.ndarray,
+                         origin: tuple[int, int]) -> np.ndarray | None:
+        """The cut made whole inside the user's box, else None.
+
+        GrabCut drops the parts of an object that look like its surroundings (the white stripes of a ball
+        on a pale wall). An object is one piece, so a cut in several sizeable pieces is bridged by their
+        convex hull; a tight box says where the object ends, so a cut short of a side has its hull stretched
+        to the box; the pixels added there are kept unless their colour is clearly the surroundings'.
+        """
+        if not cut.any():
+            return None
+        h, w = cut.shape
+        ox, oy = origin
+        b = np.asarray(box, np.float64).reshape(4)
+        bx0, bx1 = sorted((b[0] - ox, b[2] - ox))
+        by0, by1 = sorted((b[1] - oy, b[3] - oy))
+        bx0, by0, bx1, by1 = max(bx0, 0.0), max(by0, 0.0), min(bx1, float(w)), min(by1, float(h))
+        bw, bh = bx1 - bx0, by1 - by0
+        if bw < 4 or bh < 4:
+            return None
+        start = cut
+        n, _, stats, _ = cv2.connectedComponentsWithStats(cut.astype(np.uint8), connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        if (areas >= 0.08 * areas.max()).sum() >= 2:
+            pts = cv2.findNonZero(cut.astype(np.uint8))
+            bridge = np.zeros((h, w), np.uint8)
+            cv2.fillPoly(bridge, [cv2.convexHull(pts)], 1)
+            cut = cut | bridge.astype(bool)
+        cx0, cy0, cx1, cy1 = bbox(cut)
+        slack = 0.04
+        shape = np.zeros((h, w), np.uint8)
+        short = cx0 - bx0 > slack * bw or bx1 - cx1 > slack * bw or cy0 - by0 > slack * bh or by1 - cy1 > slack * bh
+        if not short and cut is start:
+            return None  # one piece reaching every side of the box: nothing says a part is missing
+        if short:
+            pts = cv2.findNonZero(cut.astype(np.uint8)).reshape(-1, 2).astype(np.float64) + 0.5
+            hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+            # stretch the hull's extent onto the box, side by side
+            hull[:, 0] = bx0 + (hull[:, 0] - cx0) * bw / max(cx1 - cx0, 1.0)
+            hull[:, 1] = by0 + (hull[:, 1] - cy0) * bh / max(cy1 - cy0, 1.0)
+            cv2.fillPoly(shape, [np.round(hull * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+        if self._solidity(cut) > 0.85:
+            # a compact object fills the ellipse inscribed in its tight box too (caps cut off diagonally)
+            centre = (int(round((bx0 + bx1) * 8)), int(round((by0 + by1) * 8)))
+            axes = (int(round(bw * 8 * 0.97)), int(round(bh * 8 * 0.97)))
+            cv2.ellipse(shape, centre, axes, 0.0, 0.0, 360.0, 1, -1, lineType=cv2.LINE_8, shift=4)
+        add = shape.astype(bool) & ~cut
+        if not add.any():
+            return None if cut is start else clean_mask(cut)
+        idx = self._idx[oy:oy + h, ox:ox + w]
+        outside = gc == cv2.GC_BGD
+        if outside.sum() >= 16:
+            p = posterior_lut(histogram(idx, cut), histogram(idx, outside))[idx]
+            add &= p > 0.2
+        return clean_mask(cut | add)
+
+    @staticmethod
+    def _solidity(mask: np.ndarray) -> float:
+        """Area over convex-hull area (1 = convex) of a bool mask."""
+        pts = cv2.findNonZero(mask.astype(np.uint8))
+        if pts is None or len(pts) < 3:
+            return 0.0
+        hull_area = cv2.contourArea(cv2.convexHull(pts))
+        return float(mask.sum()) / max(hull_area, 1.0)
 
     def _from_clicks(self, pos: np.ndarray, neg: np.ndarray) -> SegmentResult:
         """Clicks only: a first cut from colour growth, then GrabCut again from its (slightly grown) box.
@@ -198,7 +288,10 @@ class ClassicSegmenter:
                 # a part of one colour scores high by itself, so the first box pass is judged by whether
                 # it keeps that part and still separates from its surroundings
                 kept = float((nxt.mask & best.mask).sum()) / max(float(best.mask.sum()), 1.0)
-                if kept < 0.85 or nxt.score < 0.5 * best.score:
+                # ... or turns scattered parts (the stripes of one colour) into one compact body: the parts
+                # between them look like the surroundings, so the colour score drops although the cut is right
+                whole = self._solidity(best.mask) < 0.7 <= 0.85 <= self._solidity(nxt.mask)
+                if kept < 0.85 or (nxt.score < 0.5 * best.score and not whole):
                     break
             elif nxt.score < best.score - self.click_slack:
                 break

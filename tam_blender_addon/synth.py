@@ -15,7 +15,9 @@ the nearest one (``Clip.alphas``), the frame is the mean colour of the same samp
 label map is "alpha > 0.5". ``write_clip`` then writes 16-bit alpha PNGs beside the binary GT.
 With ``supersample = 0`` (the default) rendering is exactly what it always was.
 
-Presets (``preset_spec``): ``demo``, ``small_object_pan``, ``occlusion``, ``leave_reenter``.
+Presets (``preset_spec``): ``demo``, ``small_object_pan``, ``occlusion``, ``leave_reenter``,
+``grow_zoom`` (one object growing ~33 -> ~150 px at 480x272), ``striped_ball`` (a rolling ball with
+white stripes). ``scale_spec`` renders the same shot at another frame size (e.g. 1080p, 4K).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 
 TEXTURES = ("noise", "stripes", "blobs")
 SHAPES = ("ellipse", "rect", "blob")
-PRESETS = ("demo", "small_object_pan", "occlusion", "leave_reenter")
+PRESETS = ("demo", "small_object_pan", "occlusion", "leave_reenter", "grow_zoom", "striped_ball")
 
 
 @dataclass
@@ -90,9 +92,9 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: float) -> np.
 
 def _texture_field(rng: np.random.Generator, kind: str, h: int, w: int, feature: float) -> np.ndarray:
     """A 0..1 texture field of the given kind; `feature` is its typical detail size in px."""
-    if kind == "noise":
+    if kind in ("noise", "pale_noise"):
         f = 0.6 * _smooth_noise(rng, h, w, feature * 2.0) + 0.4 * _smooth_noise(rng, h, w, feature * 0.5)
-    elif kind == "stripes":
+    elif kind in ("stripes", "white_stripes"):
         theta = rng.uniform(0, np.pi)
         period = feature * rng.uniform(1.2, 2.0)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -160,6 +162,10 @@ class _Obj:
         feature = max(3.0, min(spec.size) / 5.0) * max_scale
         t = _texture_field(rng, spec.texture, self.side, self.side, feature)
         self.texture = _colourise(t, spec.hue, rng, (0.55, 0.95), (0.35, 0.95)).astype(np.float32)
+        if spec.texture == "white_stripes":  # a beach ball: the palette's light end is near-white
+            paint = _hsv_to_rgb(spec.hue, rng.uniform(0.7, 0.9), rng.uniform(0.6, 0.85))
+            white = np.clip((t - 0.4) / 0.2, 0.0, 1.0)[..., None]
+            self.texture = (paint * (1.0 - white) + 250.0 * white).astype(np.float32)
         self.params = _blob_params(rng)
         self.strands = self._strand_polylines(rng)
 
@@ -320,6 +326,8 @@ class Clip:
         feature = max(4.0, min(spec.width, spec.height) / 24.0)
         t = _texture_field(rng, spec.background, ch, cw, feature)
         self._canvas = _colourise(t, spec.background_hue, rng, (0.25, 0.6), (0.25, 0.8)).astype(np.float32)
+        if spec.background == "pale_noise":  # a light, washed-out backdrop (sand, a wall, overcast sky)
+            self._canvas = _colourise(t, spec.background_hue, rng, (0.0, 0.04), (0.85, 1.0)).astype(np.float32)
         order = sorted(spec.objects, key=lambda o: (o.depth, o.obj_id))
         self._objs = [_Obj(o, rng) for o in order]
 
@@ -542,6 +550,25 @@ def preset_spec(name: str, seed: int = 0, **overrides) -> ClipSpec:
                            shape=shp(), texture=tex(), hue=hues[1], depth=1)
         front.path = [(f, x, y, 1.0) for f, x, y in front.path]
         objects = [back, front]
+    elif name == "grow_zoom":
+        # the camera closes in: the object grows from ~33 to ~150 px over 64 frames at 480x272
+        w, h, n = 480, 272, 64
+        bg, (hue,) = _hues(rng, 1)
+        speed = rng.uniform(0.2, 0.5)
+        pan = (pdx * speed, pdy * speed)
+        c0 = (rng.uniform(120, 360), rng.uniform(80, 190))
+        objects = [ObjectSpec(1, (33.0, 33.0), [(0, c0[0], c0[1], 1.0), (n - 1, 240.0, 136.0, 150.0 / 33.0)],
+                              shape=shp(), texture="noise", hue=hue)]
+    elif name == "striped_ball":
+        # a rolling ball with white stripes: colour alone splits it into two parts
+        w, h, n = 480, 272, 64
+        bg, (hue,) = _hues(rng, 1)
+        speed = rng.uniform(0.2, 0.5)
+        pan = (pdx * speed, pdy * speed)
+        s = rng.choice([-1.0, 1.0])
+        y = rng.uniform(110, 160)
+        objects = [ObjectSpec(1, (70.0, 70.0), [(0, 240 - s * 150, y, 0.8), (n - 1, 240 + s * 150, y + 15, 1.2)],
+                              shape="ellipse", texture="white_stripes", hue=hue, spin=s * 4.0)]
     else:  # leave_reenter
         n = 60
         bg, hues = _hues(rng, 2)
@@ -557,9 +584,19 @@ def preset_spec(name: str, seed: int = 0, **overrides) -> ClipSpec:
             ObjectSpec(2, (48.0, 40.0), [(0, 160 - s * 90, 190, 1.0), (n - 1, 160 - s * 60, 180, 1.2)],
                        shape=shp(), texture=tex(), hue=hues[1], depth=0),
         ]
-    spec = ClipSpec(name=name, width=w, height=h, num_frames=n, fps=24.0, seed=seed, background=tex(),
+    background = "pale_noise" if name == "striped_ball" else tex()
+    spec = ClipSpec(name=name, width=w, height=h, num_frames=n, fps=24.0, seed=seed, background=background,
                     background_hue=bg, pan=pan, objects=objects)
     return replace(spec, **overrides) if overrides else spec
+
+
+def scale_spec(spec: ClipSpec, width: int, height: int) -> ClipSpec:
+    """The same shot at another frame size: object sizes, paths and the camera pan scale with the frame."""
+    sx, sy = width / spec.width, height / spec.height
+    objs = [replace(o, size=(o.size[0] * sx, o.size[1] * sy),
+                    path=[(f, x * sx, y * sy, s) for f, x, y, s in o.path]) for o in spec.objects]
+    return replace(spec, width=int(width), height=int(height), pan=(spec.pan[0] * sx, spec.pan[1] * sy),
+                   objects=objs)
 
 
 def write_clip(clip: Clip, out_dir: str | Path, video: bool = True, images: bool = False,
@@ -627,10 +664,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("preset", choices=PRESETS)
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", default=None, metavar="WxH", help="render the preset's shot at this frame size")
     ap.add_argument("--images", action="store_true", help="also write frames/00000.png ...")
     ap.add_argument("--no-video", action="store_true", help="do not write clip.mp4 (implies --images)")
     args = ap.parse_args(argv)
-    paths = write_clip(make_clip(args.preset, seed=args.seed), args.out, video=not args.no_video,
+    spec = preset_spec(args.preset, seed=args.seed)
+    if args.size:
+        sw, sh = (int(v) for v in args.size.lower().split("x"))
+        spec = scale_spec(spec, sw, sh)
+    paths = write_clip(make_clip(spec), args.out, video=not args.no_video,
                        images=args.images or args.no_video)
     for key, path in sorted(paths.items()):
         print(f"{key}: {path}")

@@ -122,3 +122,40 @@ def test_tracking_runs_at_interactive_speed_on_cpu():
         prop.track(fr)
     per_frame = (time.perf_counter() - t) / (len(frames) - 1)
     assert per_frame < 0.25  # about 20-40 ms on one free core at 320x240 with 3 objects; loose for shared CI
+
+
+def test_striped_ball_boxed_on_its_middle_frame_is_tracked_whole_both_ways():
+    # white stripes on a pale wall: weak colour evidence used to shave the outline frame by frame (J 0.75)
+    clip = make_clip("striped_ball", seed=4)
+    js, _ = _track(clip, clip.num_frames // 2)
+    assert np.mean(list(js.values())) > 0.88
+    assert min(js.values()) > 0.8
+
+
+def _track_timed(spec, first, n):
+    """Mean J of `n` frames tracked from the true mask of `first`, the CPU seconds tracking took, the last result."""
+    clip = make_clip(spec)
+    frames = [clip.render(i) for i in range(first, first + n)]
+    prop = ClassicPropagator()
+    t0 = time.process_time()
+    prop.add_reference(frames[0][0], frames[0][1], clip.obj_ids)
+    js, res = [], None
+    for f, gt in frames[1:]:
+        res = prop.track(f)
+        js.append(_j(res.labels == 1, gt == 1))
+    return float(np.mean(js)), time.process_time() - t0, res
+
+
+def test_same_shot_at_1080p_tracks_as_well_as_at_480x272_for_a_few_times_the_cost():
+    from track_anything.tam_blender_addon.synth import scale_spec
+
+    spec = preset_spec("grow_zoom", seed=0)
+    j_small, t_small, _ = _track_timed(spec, 44, 8)  # the object is ~120 px tall at 480x272 here
+    j_big, t_big, res = _track_timed(scale_spec(spec, 1920, 1080), 44, 8)
+    assert abs(j_big - j_small) < 0.03
+    assert t_big < 10.0 * t_small  # 16x the pixels: tracked at full size it took ~70x (the ROI grows too)
+    # the mask comes back through the upsampled probability map: a soft edge at source resolution
+    assert res.labels.shape == (1080, 1920) and res.probs.shape == (2, 1080, 1920)
+    p = res.probs[1]
+    edge = (p > 0.1) & (p < 0.9)
+    assert edge.sum() > 0.5 * np.sqrt((res.labels == 1).sum())
