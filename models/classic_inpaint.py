@@ -13,7 +13,7 @@ pixels outside the hole are returned bit-exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -126,49 +126,59 @@ class ClassicInpainter:
             for p in [p for p in chain if p < pos - self.far - 1]:
                 del chain[p]
             cur = load(pos)
-            frame, mask = cur.frame, cur.mask
-            if not mask.any():
-                yield i, frame.copy()
+            if not cur.mask.any():
+                yield i, cur.frame.copy()
                 continue
-            x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
-            hole = mask[y:y + bh, x:x + bw].copy()
-            filled = frame[y:y + bh, x:x + bw].copy()
-            seg_i, a_i = chain[pos]
-            to_box = np.array([[1, 0, -x], [0, 1, -y], [0, 0, 1]], np.float64) @ _inv3(a_i)
-            for p in cands:
-                if not hole.any():
-                    break
-                seg_p, a_p = chain[p]
-                if seg_p != seg_i:
-                    continue
-                ref = load(p)
-                if ref.frame.shape != frame.shape:
-                    continue
-                hmat = to_box @ a_p
-                valid = cv2.warpPerspective(ref.valid(), hmat, (bw, bh), flags=cv2.INTER_NEAREST,
-                                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-                take = hole & (valid > 0)
-                if not take.any():
-                    continue
-                warped = cv2.warpPerspective(ref.frame, hmat, (bw, bh), flags=cv2.INTER_LINEAR,
-                                             borderMode=cv2.BORDER_REPLICATE)
-                filled[take] = warped[take]
-                hole &= ~take
-            if hole.any():
-                m = self.telea_radius + 2
-                ex0, ey0 = max(0, x - m), max(0, y - m)
-                ex1, ey1 = min(frame.shape[1], x + bw + m), min(frame.shape[0], y + bh + m)
-                ctx = frame[ey0:ey1, ex0:ex1].copy()
-                hole_ctx = np.zeros(ctx.shape[:2], np.uint8)
-                ctx[y - ey0:y - ey0 + bh, x - ex0:x - ex0 + bw] = filled
-                hole_ctx[y - ey0:y - ey0 + bh, x - ex0:x - ex0 + bw] = hole
-                rest = cv2.inpaint(ctx, hole_ctx, self.telea_radius, cv2.INPAINT_TELEA)
-                filled[hole] = rest[y - ey0:y - ey0 + bh, x - ex0:x - ex0 + bw][hole]
-            out = frame.copy()
-            box = out[y:y + bh, x:x + bw]
-            inside = mask[y:y + bh, x:x + bw]
-            box[inside] = filled[inside]
-            yield i, out
+            seg = chain[pos][0]
+            refs = ((load(p), chain[p][1]) for p in cands if chain[p][0] == seg)  # loaded only while needed
+            yield i, self._fill(cur, chain[pos][1], refs)
+
+    def _fill(self, cur: _Frame, a_cur: np.ndarray, refs: Iterable[tuple[_Frame, np.ndarray]]) -> np.ndarray:
+        """`cur` with its hole filled from aligned references (nearest first), then Telea for the rest.
+
+        `a_cur` and each reference's matrix map their pixels into the first frame of their segment.
+        `refs` may be lazy: it is read only while part of the hole is still unfilled.
+        """
+        frame, mask = cur.frame, cur.mask
+        x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+        hole = mask[y:y + bh, x:x + bw].copy()
+        filled = frame[y:y + bh, x:x + bw].copy()
+        to_box = np.array([[1, 0, -x], [0, 1, -y], [0, 0, 1]], np.float64) @ _inv3(a_cur)
+        for ref, a_ref in refs:
+            if not hole.any():
+                break
+            if ref.frame.shape != frame.shape:
+                continue
+            hmat = to_box @ a_ref
+            valid = cv2.warpPerspective(ref.valid(), hmat, (bw, bh), flags=cv2.INTER_NEAREST,
+                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            take = hole & (valid > 0)
+            if not take.any():
+                continue
+            warped = cv2.warpPerspective(ref.frame, hmat, (bw, bh), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REPLICATE)
+            filled[take] = warped[take]
+            hole &= ~take
+        if hole.any():
+            self._telea(frame, filled, hole, x, y)
+        out = frame.copy()
+        box = out[y:y + bh, x:x + bw]
+        inside = mask[y:y + bh, x:x + bw]
+        box[inside] = filled[inside]
+        return out
+
+    def _telea(self, frame: np.ndarray, filled: np.ndarray, hole: np.ndarray, x: int, y: int) -> None:
+        """Fill what no reference saw (`hole`, in the box at x, y) by Telea, from the box's surroundings."""
+        bh, bw = hole.shape
+        m = self.telea_radius + 2
+        ex0, ey0 = max(0, x - m), max(0, y - m)
+        ex1, ey1 = min(frame.shape[1], x + bw + m), min(frame.shape[0], y + bh + m)
+        ctx = frame[ey0:ey1, ex0:ex1].copy()
+        hole_ctx = np.zeros(ctx.shape[:2], np.uint8)
+        ctx[y - ey0:y - ey0 + bh, x - ex0:x - ex0 + bw] = filled
+        hole_ctx[y - ey0:y - ey0 + bh, x - ex0:x - ex0 + bw] = hole
+        rest = cv2.inpaint(ctx, hole_ctx, self.telea_radius, cv2.INPAINT_TELEA)
+        filled[hole] = rest[y - ey0:y - ey0 + bh, x - ex0:x - ex0 + bw][hole]
 
     def _prepare(self, f: _Frame) -> None:
         """Build the frame's grey image and its corners away from the hole (once)."""
