@@ -488,6 +488,128 @@ def _unit(rng: np.random.Generator) -> tuple[float, float]:
     return float(np.cos(a)), float(np.sin(a))
 
 
+def _preset_small_object_pan(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
+    """Preset 'small_object_pan': (width, height, frames, background hue, pan, objects)."""
+    pdx, pdy = pan_dir
+    n = 60
+    bg, (hue,) = _hues(rng, 1)
+    speed = rng.uniform(0.3, 0.8)
+    pan = (pdx * speed, pdy * speed)
+    grow = rng.uniform(1.4, 2.0)
+    dx, dy = _unit(rng)
+    v = rng.uniform(0.6, 1.6)
+    travel = np.array([dx, dy]) * v * (n - 1)
+    half = 34 * grow / 2 + 6
+    lo = np.array([half, half]) + np.maximum(-travel, 0)
+    hi = np.array([w - half, h - half]) - np.maximum(travel, 0)
+    hi = np.maximum(hi, lo + 1)
+    c0 = rng.uniform(lo, hi)
+    c1 = c0 + travel
+    objects = [ObjectSpec(1, (33.0, 34.0), [(0, c0[0], c0[1], 1.0), (n - 1, c1[0], c1[1], grow)],
+                          shape=str(rng.choice(["ellipse", "rect", "blob"])), texture=tex(), hue=hue)]
+    return w, h, n, bg, pan, objects
+
+
+def _preset_demo(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
+    """Preset 'demo': (width, height, frames, background hue, pan, objects)."""
+    pdx, pdy = pan_dir
+    n = 48
+    bg, hues = _hues(rng, 3)
+    speed = rng.uniform(0.3, 0.7)
+    pan = (pdx * speed, pdy * speed)
+    s = rng.choice([-1.0, 1.0])
+    objects = [
+        ObjectSpec(1, (56.0, 44.0), [(0, 160 - s * 100, 70, 1.0), (n - 1, 160 + s * 100, 90, 1.1)],
+                   shape=shp(), texture=tex(), hue=hues[0], depth=1),
+        ObjectSpec(2, (40.0, 52.0), [(0, 90, 170, 0.8), (n - 1, 120, 160, 1.4)],
+                   shape=shp(), texture=tex(), hue=hues[1], depth=0),
+        ObjectSpec(3, (30.0, 30.0), [(0, 250, 190, 1.0), (n // 2, 220, 150, 1.0), (n - 1, 260, 110, 0.8)],
+                   shape=shp(), texture=tex(), hue=hues[2], depth=2),
+    ]
+    return w, h, n, bg, pan, objects
+
+
+def _preset_occlusion(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
+    """Preset 'occlusion': (width, height, frames, background hue, pan, objects)."""
+    pdx, pdy = pan_dir
+    n = 48
+    bg, hues = _hues(rng, 2)
+    speed = rng.uniform(0.2, 0.6)
+    pan = (pdx * speed, pdy * speed)
+    s = rng.choice([-1.0, 1.0])
+    mid = (n - 1) / 2
+    cy = rng.uniform(100, 140)
+    # the back object drifts slowly; the front one crosses it, covering about a third at mid-clip
+    back = ObjectSpec(1, (64.0, 60.0), [(0, 160 - s * 20, cy, 1.0), (n - 1, 160 + s * 20, cy + 10, 1.15)],
+                      shape=shp(), texture=tex(), hue=hues[0], depth=0)
+    off = rng.uniform(26, 32) * rng.choice([-1.0, 1.0])
+    front = ObjectSpec(2, (44.0, 48.0),
+                       [(0, 160 - s * 130, cy + off + 25), (mid, 160, cy + off), (n - 1, 160 + s * 130, cy + off - 25)],
+                       shape=shp(), texture=tex(), hue=hues[1], depth=1)
+    front.path = [(f, x, y, 1.0) for f, x, y in front.path]
+    objects = [back, front]
+    return w, h, n, bg, pan, objects
+
+
+def _preset_grow_zoom(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
+    """Preset 'grow_zoom': (width, height, frames, background hue, pan, objects)."""
+    pdx, pdy = pan_dir
+    # the camera closes in: the object grows from ~33 to ~150 px over 64 frames at 480x272
+    w, h, n = 480, 272, 64
+    bg, (hue,) = _hues(rng, 1)
+    speed = rng.uniform(0.2, 0.5)
+    pan = (pdx * speed, pdy * speed)
+    c0 = (rng.uniform(120, 360), rng.uniform(80, 190))
+    objects = [ObjectSpec(1, (33.0, 33.0), [(0, c0[0], c0[1], 1.0), (n - 1, 240.0, 136.0, 150.0 / 33.0)],
+                          shape=shp(), texture="noise", hue=hue)]
+    return w, h, n, bg, pan, objects
+
+
+def _preset_striped_ball(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
+    """Preset 'striped_ball': (width, height, frames, background hue, pan, objects)."""
+    pdx, pdy = pan_dir
+    # a rolling ball with white stripes: colour alone splits it into two parts
+    w, h, n = 480, 272, 64
+    bg, (hue,) = _hues(rng, 1)
+    speed = rng.uniform(0.2, 0.5)
+    pan = (pdx * speed, pdy * speed)
+    s = rng.choice([-1.0, 1.0])
+    y = rng.uniform(110, 160)
+    objects = [ObjectSpec(1, (70.0, 70.0), [(0, 240 - s * 150, y, 0.8), (n - 1, 240 + s * 150, y + 15, 1.2)],
+                          shape="ellipse", texture="white_stripes", hue=hue, spin=s * 4.0)]
+    return w, h, n, bg, pan, objects
+
+
+def _preset_leave_reenter(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
+    """Preset 'leave_reenter': (width, height, frames, background hue, pan, objects)."""
+    pdx, pdy = pan_dir
+    n = 60
+    bg, hues = _hues(rng, 2)
+    speed = rng.uniform(0.2, 0.6)
+    pan = (pdx * speed, pdy * speed)
+    s = rng.choice([-1.0, 1.0])
+    edge = w + 40 if s > 0 else -40
+    y = rng.uniform(80, 120)
+    objects = [
+        ObjectSpec(1, (40.0, 40.0), [(0, 160, y, 1.0), (20, edge, y + 10, 1.0), (32, edge, y + 20, 1.0),
+                                     (n - 1, 160 + s * 60, y + 30, 1.1)],
+                   shape=shp(), texture=tex(), hue=hues[0], depth=1),
+        ObjectSpec(2, (48.0, 40.0), [(0, 160 - s * 90, 190, 1.0), (n - 1, 160 - s * 60, 180, 1.2)],
+                   shape=shp(), texture=tex(), hue=hues[1], depth=0),
+    ]
+    return w, h, n, bg, pan, objects
+
+
+_PRESET_BUILDERS = {
+    "small_object_pan": _preset_small_object_pan,
+    "demo": _preset_demo,
+    "occlusion": _preset_occlusion,
+    "grow_zoom": _preset_grow_zoom,
+    "striped_ball": _preset_striped_ball,
+    "leave_reenter": _preset_leave_reenter,
+}
+
+
 def preset_spec(name: str, seed: int = 0, **overrides) -> ClipSpec:
     """The ClipSpec of a named preset; `seed` varies textures, colours, speeds and directions."""
     if name not in PRESETS:
@@ -502,88 +624,7 @@ def preset_spec(name: str, seed: int = 0, **overrides) -> ClipSpec:
         return str(rng.choice(SHAPES))
 
     pdx, pdy = _unit(rng)
-    if name == "small_object_pan":
-        n = 60
-        bg, (hue,) = _hues(rng, 1)
-        speed = rng.uniform(0.3, 0.8)
-        pan = (pdx * speed, pdy * speed)
-        grow = rng.uniform(1.4, 2.0)
-        dx, dy = _unit(rng)
-        v = rng.uniform(0.6, 1.6)
-        travel = np.array([dx, dy]) * v * (n - 1)
-        half = 34 * grow / 2 + 6
-        lo = np.array([half, half]) + np.maximum(-travel, 0)
-        hi = np.array([w - half, h - half]) - np.maximum(travel, 0)
-        hi = np.maximum(hi, lo + 1)
-        c0 = rng.uniform(lo, hi)
-        c1 = c0 + travel
-        objects = [ObjectSpec(1, (33.0, 34.0), [(0, c0[0], c0[1], 1.0), (n - 1, c1[0], c1[1], grow)],
-                              shape=str(rng.choice(["ellipse", "rect", "blob"])), texture=tex(), hue=hue)]
-    elif name == "demo":
-        n = 48
-        bg, hues = _hues(rng, 3)
-        speed = rng.uniform(0.3, 0.7)
-        pan = (pdx * speed, pdy * speed)
-        s = rng.choice([-1.0, 1.0])
-        objects = [
-            ObjectSpec(1, (56.0, 44.0), [(0, 160 - s * 100, 70, 1.0), (n - 1, 160 + s * 100, 90, 1.1)],
-                       shape=shp(), texture=tex(), hue=hues[0], depth=1),
-            ObjectSpec(2, (40.0, 52.0), [(0, 90, 170, 0.8), (n - 1, 120, 160, 1.4)],
-                       shape=shp(), texture=tex(), hue=hues[1], depth=0),
-            ObjectSpec(3, (30.0, 30.0), [(0, 250, 190, 1.0), (n // 2, 220, 150, 1.0), (n - 1, 260, 110, 0.8)],
-                       shape=shp(), texture=tex(), hue=hues[2], depth=2),
-        ]
-    elif name == "occlusion":
-        n = 48
-        bg, hues = _hues(rng, 2)
-        speed = rng.uniform(0.2, 0.6)
-        pan = (pdx * speed, pdy * speed)
-        s = rng.choice([-1.0, 1.0])
-        mid = (n - 1) / 2
-        cy = rng.uniform(100, 140)
-        # the back object drifts slowly; the front one crosses it, covering about a third at mid-clip
-        back = ObjectSpec(1, (64.0, 60.0), [(0, 160 - s * 20, cy, 1.0), (n - 1, 160 + s * 20, cy + 10, 1.15)],
-                          shape=shp(), texture=tex(), hue=hues[0], depth=0)
-        off = rng.uniform(26, 32) * rng.choice([-1.0, 1.0])
-        front = ObjectSpec(2, (44.0, 48.0),
-                           [(0, 160 - s * 130, cy + off + 25), (mid, 160, cy + off), (n - 1, 160 + s * 130, cy + off - 25)],
-                           shape=shp(), texture=tex(), hue=hues[1], depth=1)
-        front.path = [(f, x, y, 1.0) for f, x, y in front.path]
-        objects = [back, front]
-    elif name == "grow_zoom":
-        # the camera closes in: the object grows from ~33 to ~150 px over 64 frames at 480x272
-        w, h, n = 480, 272, 64
-        bg, (hue,) = _hues(rng, 1)
-        speed = rng.uniform(0.2, 0.5)
-        pan = (pdx * speed, pdy * speed)
-        c0 = (rng.uniform(120, 360), rng.uniform(80, 190))
-        objects = [ObjectSpec(1, (33.0, 33.0), [(0, c0[0], c0[1], 1.0), (n - 1, 240.0, 136.0, 150.0 / 33.0)],
-                              shape=shp(), texture="noise", hue=hue)]
-    elif name == "striped_ball":
-        # a rolling ball with white stripes: colour alone splits it into two parts
-        w, h, n = 480, 272, 64
-        bg, (hue,) = _hues(rng, 1)
-        speed = rng.uniform(0.2, 0.5)
-        pan = (pdx * speed, pdy * speed)
-        s = rng.choice([-1.0, 1.0])
-        y = rng.uniform(110, 160)
-        objects = [ObjectSpec(1, (70.0, 70.0), [(0, 240 - s * 150, y, 0.8), (n - 1, 240 + s * 150, y + 15, 1.2)],
-                              shape="ellipse", texture="white_stripes", hue=hue, spin=s * 4.0)]
-    else:  # leave_reenter
-        n = 60
-        bg, hues = _hues(rng, 2)
-        speed = rng.uniform(0.2, 0.6)
-        pan = (pdx * speed, pdy * speed)
-        s = rng.choice([-1.0, 1.0])
-        edge = w + 40 if s > 0 else -40
-        y = rng.uniform(80, 120)
-        objects = [
-            ObjectSpec(1, (40.0, 40.0), [(0, 160, y, 1.0), (20, edge, y + 10, 1.0), (32, edge, y + 20, 1.0),
-                                         (n - 1, 160 + s * 60, y + 30, 1.1)],
-                       shape=shp(), texture=tex(), hue=hues[0], depth=1),
-            ObjectSpec(2, (48.0, 40.0), [(0, 160 - s * 90, 190, 1.0), (n - 1, 160 - s * 60, 180, 1.2)],
-                       shape=shp(), texture=tex(), hue=hues[1], depth=0),
-        ]
+    w, h, n, bg, pan, objects = _PRESET_BUILDERS[name](rng, w, h, (pdx, pdy), tex, shp)
     background = "pale_noise" if name == "striped_ball" else tex()
     spec = ClipSpec(name=name, width=w, height=h, num_frames=n, fps=24.0, seed=seed, background=background,
                     background_hue=bg, pan=pan, objects=objects)
