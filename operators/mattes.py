@@ -18,6 +18,7 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ..tam_blender_addon.errors import InputError, SessionError
+from ..tam_blender_addon.session import Session
 from ..tam_blender_addon.spline_raster import points_digest
 from . import runtime
 from .clip_source import session_clip, show_in_clip_editors
@@ -420,7 +421,7 @@ def _output_dir(state, name: str, fresh: bool = False) -> Path:
     A removal's finished frames stay for a resumed job; the engine itself drops them
     when the masks or settings they came from changed.
     """
-    path = Path(bpy.path.abspath(state.session_path)) / name
+    path = Session.output_dir(bpy.path.abspath(state.session_path), name)
     if fresh and path.is_dir():
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -226,15 +226,6 @@ def _object_id(state, value: int) -> int:
     return active.obj_id
 
 
-def source_frame(state, frame: int) -> int:
-    """Source index of scene frame `frame`; InputError if the strip does not show it."""
-    mapping = state.mapping
-    if not mapping.contains_scene(frame):
-        last = mapping.scene_start + mapping.length - 1
-        raise InputError(f"frame {frame} is outside the strip (frames {mapping.scene_start}..{last})")
-    return mapping.scene_to_source(frame)
-
-
 def preview_message(scene, data: dict) -> None:
     """Words for a segmentation that arrived (the mask itself is in the session)."""
     state = scene.tam
@@ -572,7 +563,7 @@ def _prompt_target(op, context) -> tuple:
     state = _state(context)
     obj = _object_id(state, op.object_id)
     frame = op.frame if op.properties.is_property_set("frame") else context.scene.frame_current
-    return state, obj, source_frame(state, frame)
+    return state, obj, state.mapping.source_of(frame)
 
 
 class TAM_OT_prompt_add(_TamOperator, bpy.types.Operator):
@@ -645,7 +636,7 @@ class TAM_OT_prompts_clear(_TamOperator, bpy.types.Operator):
     def run(self, context) -> set[str]:
         state = _state(context)
         frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
-        n = clear_prompts(context, state, source_frame(state, frame), self.object_id or None, "clear clicks")
+        n = clear_prompts(context, state, state.mapping.source_of(frame), self.object_id or None, "clear clicks")
         runtime.redraw()
         state.message = f"cleared {n} click{'s' if n != 1 else ''} on frame {frame}"
         return {"FINISHED"}
@@ -668,7 +659,7 @@ class TAM_OT_keyframe_delete(_TamOperator, bpy.types.Operator):
     def run(self, context) -> set[str]:
         state = _state(context)
         obj = _object_id(state, self.object_id)
-        if not clear_prompts(context, state, source_frame(state, self.frame), obj, "delete keyframe"):
+        if not clear_prompts(context, state, state.mapping.source_of(self.frame), obj, "delete keyframe"):
             raise InputError(f"object {obj} has no keyframe on frame {self.frame}")
         state.message = f"deleted the keyframe of object {obj} on frame {self.frame}"
         return {"FINISHED"}
@@ -755,7 +746,7 @@ class TAM_OT_track(_TamOperator, bpy.types.Operator):
         end = self.frame_end if self.properties.is_property_set("frame_end") else last
         if start > end:
             raise InputError(f"the start frame {start} is after the end frame {end}")
-        src0, src1 = source_frame(state, max(start, first)), source_frame(state, min(end, last))
+        src0, src1 = state.mapping.source_of(max(start, first)), state.mapping.source_of(min(end, last))
 
         def done(scene, result) -> str:
             _doubtful_frames(scene, range(src0, src1 + 1))

@@ -81,6 +81,12 @@ def test_clip_editor_session_tracks_and_its_mask_renders_like_the_mattes(addon, 
     assert bpy.ops.tam.mattes_write(targets={"MASK", "COMPOSITOR", "IMAGE_STRIP"}) == {"FINISHED"}
     mask = bpy.data.masks[st.mask_name]
     assert area.spaces.active.mask == mask  # Mask mode in the editor shows (and edits) it
+    overlay = _mod("ui.overlay")  # the overlay draws the frames the session maps, through its mapping
+    shown = {}
+    for f in (st.scene_start - 1, st.scene_start + 2):
+        sc.frame_current = f
+        shown[f] = overlay.shown_frame(area.spaces.active, sc, st)
+    assert shown[st.scene_start - 1] is None and shown[st.scene_start + 2][0] == CLIP_OFFSET + 2
     last = st.scene_start + st.length - 1
     matte = sc.sequence_editor.strips[f"{mc.name} matte ball"]  # aligned with the clip's frames
     assert (matte.frame_final_start, matte.frame_final_end) == (first, last + 1)
