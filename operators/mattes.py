@@ -22,7 +22,7 @@ from ..tam_blender_addon.session import Session
 from ..tam_blender_addon.spline_raster import points_digest
 from . import runtime
 from .clip_source import session_clip, show_in_clip_editors
-from .session_ops import _idle_session, _strips, _TamOperator, find_strip, follow_strip
+from .session_ops import _JobOperator, _strips, find_strip, follow_strip
 
 TARGET_ITEMS = [
     ("MASK", "Mask", "Animated Mask datablock (editable spline layers per object)"),
@@ -440,7 +440,7 @@ def _source_strip_channel(scene) -> int:
     return strip.channel if strip is not None else 1
 
 
-class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
+class TAM_OT_mattes_write(_JobOperator, bpy.types.Operator):
     """Write the tracked mattes as a Mask, a matte image strip and/or a compositor setup"""
 
     bl_idname = "tam.mattes_write"
@@ -452,10 +452,6 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
     rebuild: BoolProperty(name="Rebuild Mask", default=False,
                           description="Write every frame of the Mask anew (drops edits made on its splines); "
                                       "off: only frames whose matte changed get new keys")
-
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _idle_session(cls, context)
 
     def run(self, context) -> set[str]:
         targets = set(self.targets)
@@ -522,7 +518,7 @@ def _after_export(scene, out: Path) -> str:
     return ", ".join(done)
 
 
-class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
+class TAM_OT_objects_remove(_JobOperator, bpy.types.Operator):
     """Remove objects from the video by inpainting; the result is added as a strip above the source"""
 
     bl_idname = "tam.objects_remove"
@@ -532,10 +528,6 @@ class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
     object_ids: StringProperty(name="Objects", description="Comma-separated object ids (empty = visible objects)")
     dilate: IntProperty(name="Dilate", default=8, min=0, max=64, subtype="PIXEL")
     feather: IntProperty(name="Feather", default=0, min=0, max=64, subtype="PIXEL")
-
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _idle_session(cls, context)
 
     def invoke(self, context, event) -> set[str]:
         state = context.scene.tam

@@ -230,11 +230,8 @@ def _ask_worker(client, key: tuple, folder: str) -> None:
 
     future = client.request("weights", **({"dir": folder} if folder else {}))
     _asked[key] = future
-    future.add_done_callback(answered)
-    runtime.track_future(future)
-    if runtime.blocking():
-        with contextlib.suppress(TamError):
-            future.result(30)
+    with contextlib.suppress(TamError):  # no answer: the CLI answers instead
+        runtime.follow(future, answered, wait_s=30)
 
 
 def checkpoint_states_from_worker_cli(python: str, folder: str) -> dict[str, str]:
