@@ -199,6 +199,16 @@ def build_mask(doc: dict, name: str, zero: int, frame_range: tuple[int, int] | N
     return mask
 
 
+def _drop_layer(mask: bpy.types.Mask, fcurves, layer) -> None:
+    """Remove a Mask layer and the F-curves that animate it (nothing for None)."""
+    if layer is None:
+        return
+    lpath = layer_path(layer)
+    for fc in [fc for fc in fcurves if fc.data_path.startswith(lpath + ".")]:
+        fcurves.remove(fc)
+    mask.layers.remove(layer)
+
+
 def update_mask(doc: dict, mask: bpy.types.Mask, rec: dict, zero: int,
                 frame_range: tuple[int, int] | None = None) -> bpy.types.Mask:
     """Rewrite only the frames whose matte changed since the last write; keep every other key.
@@ -216,12 +226,7 @@ def update_mask(doc: dict, mask: bpy.types.Mask, rec: dict, zero: int,
     alive = {int(obj["id"]) for obj in doc["objects"]}
     for lname, info in list(layers.items()):  # objects removed from the session
         if info["obj"] not in alive:
-            layer = mask.layers.get(lname)
-            if layer is not None:
-                lpath = layer_path(layer)
-                for fc in [fc for fc in fcurves if fc.data_path.startswith(lpath + ".")]:
-                    fcurves.remove(fc)
-                mask.layers.remove(layer)
+            _drop_layer(mask, fcurves, mask.layers.get(lname))
             del layers[lname]
             rec.get("digests", {}).pop(str(info["obj"]), None)
     for obj in doc["objects"]:
@@ -233,11 +238,7 @@ def update_mask(doc: dict, mask: bpy.types.Mask, rec: dict, zero: int,
             layer = mask.layers.get(lname)
             keep = [f for f in _frames_of(info["frames"]) if f not in changed]
             if layer is None or not keep:
-                if layer is not None:
-                    lpath = layer_path(layer)
-                    for fc in [fc for fc in fcurves if fc.data_path.startswith(lpath + ".")]:
-                        fcurves.remove(fc)
-                    mask.layers.remove(layer)
+                _drop_layer(mask, fcurves, layer)
                 del layers[lname]
                 continue
             info["frames"] = _intervals(keep)
