@@ -256,3 +256,18 @@ def test_track_asked_to_use_edits_makes_the_edited_frame_a_keyframe(scene, clip)
         kinds = [type(p).__name__ for p in s.prompts(frame=st.mapping.scene_to_source(frame))]
     assert kinds == ["MaskPrompt"]
     assert _mod("operators.mask_edits").edited_frames(scene) == []
+
+
+def test_dropping_a_mask_layer_takes_its_f_curves_and_leaves_the_others(addon):
+    """What update_mask does to a layer whose object left the session or whose frames all changed."""
+    mattes = _mod("operators.mattes")
+    mask = bpy.data.masks.new("drop test")
+    keep, gone = mask.layers.new(name="keep"), mask.layers.new(name="keep 2")  # a name that prefixes the other
+    fcurves = mattes._fcurve_collection(mask)
+    for layer in (keep, gone):
+        fcurves.new(f"{mattes.layer_path(layer)}.hide_render")
+    mattes._drop_layer(mask, fcurves, gone)
+    mattes._drop_layer(mask, fcurves, None)  # a layer already gone: nothing to do
+    assert [layer.name for layer in mask.layers] == ["keep"]
+    assert [fc.data_path for fc in fcurves] == [f"{mattes.layer_path(keep)}.hide_render"]
+    bpy.data.masks.remove(mask)
