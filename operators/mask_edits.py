@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import bpy
 import numpy as np
-from bpy.props import IntProperty
 
 from ..tam_blender_addon.errors import InputError
 from ..tam_blender_addon.session import mask_to_runs
 from ..tam_blender_addon.spline_raster import BezierSpline, points_digest, rasterize_layer, vector_handles
 from . import runtime
 from .mattes import _fcurve_collection, _frames_of, layer_path, mask_record, save_record
-from .session_ops import _has_session, _prompt_target, _TamOperator, follow_strip
+from .session_ops import _PromptOperator, follow_strip
 
 
 def session_mask(state) -> bpy.types.Mask | None:
@@ -207,19 +206,16 @@ def keyframe_from_mask(context, state, obj: int, src: int) -> str:
     return f"{name}: the edited shape becomes the keyframe on frame {frame}"
 
 
-class TAM_OT_keyframe_from_mask(_TamOperator, bpy.types.Operator):
+class TAM_OT_keyframe_from_mask(_PromptOperator, bpy.types.Operator):
     """Use the object's edited Mask shape on this frame as a keyframe (Track then redoes the frames around it)"""
 
     bl_idname = "tam.keyframe_from_mask"
     bl_label = "Use Edited Shape"
     bl_options = {"REGISTER", "UNDO"}
 
-    object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = active)")
-    frame: IntProperty(name="Frame", description="Scene frame (default: the current frame)")
-
     @classmethod
     def poll(cls, context) -> bool:
-        if not _has_session(cls, context):
+        if not super().poll(context):
             return False
         if session_mask(context.scene.tam) is None:
             cls.poll_message_set("Write the mattes as a Mask first, then edit its splines")
@@ -227,7 +223,7 @@ class TAM_OT_keyframe_from_mask(_TamOperator, bpy.types.Operator):
         return True
 
     def run(self, context) -> set[str]:
-        state, obj, src = _prompt_target(self, context)
+        state, obj, src = self.target(context)
         state.message = keyframe_from_mask(context, state, obj, src)
         self.report({"INFO"}, state.message)
         return {"FINISHED"}

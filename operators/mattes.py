@@ -18,10 +18,11 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ..tam_blender_addon.errors import InputError, SessionError
+from ..tam_blender_addon.session import Session
 from ..tam_blender_addon.spline_raster import points_digest
 from . import runtime
 from .clip_source import session_clip, show_in_clip_editors
-from .session_ops import _idle_session, _strips, _TamOperator, find_strip, follow_strip
+from .session_ops import _JobOperator, _strips, find_strip, follow_strip
 
 TARGET_ITEMS = [
     ("MASK", "Mask", "Animated Mask datablock (editable spline layers per object)"),
@@ -198,6 +199,16 @@ def build_mask(doc: dict, name: str, zero: int, frame_range: tuple[int, int] | N
     return mask
 
 
+def _drop_layer(mask: bpy.types.Mask, fcurves, layer) -> None:
+    """Remove a Mask layer and the F-curves that animate it (nothing for None)."""
+    if layer is None:
+        return
+    lpath = layer_path(layer)
+    for fc in [fc for fc in fcurves if fc.data_path.startswith(lpath + ".")]:
+        fcurves.remove(fc)
+    mask.layers.remove(layer)
+
+
 def update_mask(doc: dict, mask: bpy.types.Mask, rec: dict, zero: int,
                 frame_range: tuple[int, int] | None = None) -> bpy.types.Mask:
     """Rewrite only the frames whose matte changed since the last write; keep every other key.
@@ -215,12 +226,7 @@ def update_mask(doc: dict, mask: bpy.types.Mask, rec: dict, zero: int,
     alive = {int(obj["id"]) for obj in doc["objects"]}
     for lname, info in list(layers.items()):  # objects removed from the session
         if info["obj"] not in alive:
-            layer = mask.layers.get(lname)
-            if layer is not None:
-                lpath = layer_path(layer)
-                for fc in [fc for fc in fcurves if fc.data_path.startswith(lpath + ".")]:
-                    fcurves.remove(fc)
-                mask.layers.remove(layer)
+            _drop_layer(mask, fcurves, mask.layers.get(lname))
             del layers[lname]
             rec.get("digests", {}).pop(str(info["obj"]), None)
     for obj in doc["objects"]:
@@ -232,11 +238,7 @@ def update_mask(doc: dict, mask: bpy.types.Mask, rec: dict, zero: int,
             layer = mask.layers.get(lname)
             keep = [f for f in _frames_of(info["frames"]) if f not in changed]
             if layer is None or not keep:
-                if layer is not None:
-                    lpath = layer_path(layer)
-                    for fc in [fc for fc in fcurves if fc.data_path.startswith(lpath + ".")]:
-                        fcurves.remove(fc)
-                    mask.layers.remove(layer)
+                _drop_layer(mask, fcurves, layer)
                 del layers[lname]
                 continue
             info["frames"] = _intervals(keep)
@@ -420,7 +422,7 @@ def _output_dir(state, name: str, fresh: bool = False) -> Path:
     A removal's finished frames stay for a resumed job; the engine itself drops them
     when the masks or settings they came from changed.
     """
-    path = Path(bpy.path.abspath(state.session_path)) / name
+    path = Session.output_dir(bpy.path.abspath(state.session_path), name)
     if fresh and path.is_dir():
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -439,7 +441,7 @@ def _source_strip_channel(scene) -> int:
     return strip.channel if strip is not None else 1
 
 
-class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
+class TAM_OT_mattes_write(_JobOperator, bpy.types.Operator):
     """Write the tracked mattes as a Mask, a matte image strip and/or a compositor setup"""
 
     bl_idname = "tam.mattes_write"
@@ -451,10 +453,6 @@ class TAM_OT_mattes_write(_TamOperator, bpy.types.Operator):
     rebuild: BoolProperty(name="Rebuild Mask", default=False,
                           description="Write every frame of the Mask anew (drops edits made on its splines); "
                                       "off: only frames whose matte changed get new keys")
-
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _idle_session(cls, context)
 
     def run(self, context) -> set[str]:
         targets = set(self.targets)
@@ -521,7 +519,7 @@ def _after_export(scene, out: Path) -> str:
     return ", ".join(done)
 
 
-class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
+class TAM_OT_objects_remove(_JobOperator, bpy.types.Operator):
     """Remove objects from the video by inpainting; the result is added as a strip above the source"""
 
     bl_idname = "tam.objects_remove"
@@ -531,10 +529,6 @@ class TAM_OT_objects_remove(_TamOperator, bpy.types.Operator):
     object_ids: StringProperty(name="Objects", description="Comma-separated object ids (empty = visible objects)")
     dilate: IntProperty(name="Dilate", default=8, min=0, max=64, subtype="PIXEL")
     feather: IntProperty(name="Feather", default=0, min=0, max=64, subtype="PIXEL")
-
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _idle_session(cls, context)
 
     def invoke(self, context, event) -> set[str]:
         state = context.scene.tam

@@ -192,6 +192,18 @@ def track_future(future: Future) -> Future:
     return future
 
 
+def follow(future: Future, on_done: Callable[[Future], None] | None = None,
+           wait_s: float = START_TIMEOUT_S) -> Future:
+    """`track_future` with `on_done(future)` run by the pump once it lands; where operators
+    block (`blocking`), wait up to `wait_s` for it (the worker's TamError is raised)."""
+    if on_done is not None:
+        future.add_done_callback(on_done)
+    track_future(future)
+    if blocking():
+        future.result(wait_s)
+    return future
+
+
 def _ensure_timer() -> None:
     if not bpy.app.background and not RT.timer_on:
         RT.timer_on = True
@@ -236,12 +248,9 @@ def get_client(context: bpy.types.Context | None = None) -> WorkerClient:
         RT.worker_state = "ready"
         redraw()
 
-    hello.add_done_callback(hello_done)
-    track_future(hello)
-    if blocking():
-        hello.result(START_TIMEOUT_S)
-        if RT.worker_state != "ready":
-            raise TamError(RT.worker_state.removeprefix("failed: "))
+    follow(hello, hello_done)
+    if blocking() and RT.worker_state != "ready":
+        raise TamError(RT.worker_state.removeprefix("failed: "))
     return client
 
 
@@ -276,10 +285,7 @@ def open_session(context: bpy.types.Context | None, state) -> WorkerClient:
                 RT.session_state = "open"
             redraw()
 
-        future.add_done_callback(opened)
-        track_future(future)
-        if blocking():
-            future.result(START_TIMEOUT_S)
+        follow(future, opened)
     return client
 
 
@@ -308,9 +314,7 @@ _warming: set[str] = set()  # a warm-up timer is on its way
 def release_session() -> None:
     """Make the worker let go of its session (and its writer lock)."""
     if RT.client is not None and RT.client.alive and RT.opened is not None:
-        future = track_future(RT.client.request("close_session"))
-        if blocking():
-            future.result(30)
+        follow(RT.client.request("close_session"), wait_s=30)
     RT.opened, RT.session_state = None, ""
 
 
@@ -359,11 +363,7 @@ def submit(
             _safely(on_result, scene, f.result())
         redraw()
 
-    future.add_done_callback(done)
-    track_future(future)
-    if blocking():
-        future.result(START_TIMEOUT_S)
-    return future
+    return follow(future, done)
 
 
 def session_objects(state) -> list:

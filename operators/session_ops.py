@@ -226,15 +226,6 @@ def _object_id(state, value: int) -> int:
     return active.obj_id
 
 
-def source_frame(state, frame: int) -> int:
-    """Source index of scene frame `frame`; InputError if the strip does not show it."""
-    mapping = state.mapping
-    if not mapping.contains_scene(frame):
-        last = mapping.scene_start + mapping.length - 1
-        raise InputError(f"frame {frame} is outside the strip (frames {mapping.scene_start}..{last})")
-    return mapping.scene_to_source(frame)
-
-
 def preview_message(scene, data: dict) -> None:
     """Words for a segmentation that arrived (the mask itself is in the session)."""
     state = scene.tam
@@ -423,6 +414,22 @@ class _TamOperator:
         return {"FINISHED"}
 
 
+class _SessionOperator(_TamOperator):
+    """An operator on the scene's session: available while one exists and no job runs."""
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _has_session(cls, context)
+
+
+class _JobOperator(_TamOperator):
+    """An operator that starts a job: a session with objects, no job, no segmentation on its way."""
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return _idle_session(cls, context)
+
+
 # --------------------------------------------------------------------------- operators
 
 
@@ -507,7 +514,7 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class TAM_OT_object_add(_TamOperator, bpy.types.Operator):
+class TAM_OT_object_add(_SessionOperator, bpy.types.Operator):
     """Add an object to track (then click on it)"""
 
     bl_idname = "tam.object_add"
@@ -515,10 +522,6 @@ class TAM_OT_object_add(_TamOperator, bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     name: StringProperty(name="Name", description="Object name (default: 'object N')")
-
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _has_session(cls, context)
 
     def run(self, context) -> set[str]:
         state = _state(context)
@@ -538,7 +541,7 @@ class TAM_OT_object_add(_TamOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class TAM_OT_object_remove(_TamOperator, bpy.types.Operator):
+class TAM_OT_object_remove(_SessionOperator, bpy.types.Operator):
     """Remove an object, its clicks and its masks from the session (cannot be undone)"""
 
     bl_idname = "tam.object_remove"
@@ -549,7 +552,7 @@ class TAM_OT_object_remove(_TamOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context) -> bool:
-        return _has_session(cls, context) and len(context.scene.tam.objects) > 0
+        return super().poll(context) and len(context.scene.tam.objects) > 0
 
     def run(self, context) -> set[str]:
         state = _state(context)
@@ -567,59 +570,53 @@ class TAM_OT_object_remove(_TamOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _prompt_target(op, context) -> tuple:
-    """(scene state, object id, source frame) an operator's object_id/frame properties name."""
-    state = _state(context)
-    obj = _object_id(state, op.object_id)
-    frame = op.frame if op.properties.is_property_set("frame") else context.scene.frame_current
-    return state, obj, source_frame(state, frame)
+class _PromptOperator(_SessionOperator):
+    """An operator on one object at one frame (clicks, boxes, an edited shape)."""
+
+    object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = active)")
+    frame: IntProperty(name="Frame", description="Scene frame (default: the current frame)")
+
+    def target(self, context) -> tuple:
+        """(scene state, object id, source frame) the object_id/frame properties name."""
+        state = _state(context)
+        obj = _object_id(state, self.object_id)
+        frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
+        return state, obj, state.mapping.source_of(frame)
 
 
-class TAM_OT_prompt_add(_TamOperator, bpy.types.Operator):
+class TAM_OT_prompt_add(_PromptOperator, bpy.types.Operator):
     """Click on an object: positive adds to its mask, negative takes away"""
 
     bl_idname = "tam.prompt_add"
     bl_label = "Add Click"
     bl_options = {"REGISTER", "UNDO"}
 
-    object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = active)")
-    frame: IntProperty(name="Frame", description="Scene frame (default: the current frame)")
     x: FloatProperty(name="X", description="Source pixels from the left")
     y: FloatProperty(name="Y", description="Source pixels from the top")
     positive: BoolProperty(name="Positive", default=True, description="Include (on) or exclude (off) this point")
 
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _has_session(cls, context)
-
     def run(self, context) -> set[str]:
-        state, obj, src = _prompt_target(self, context)
+        state, obj, src = self.target(context)
         params = {"frame": src, "obj": obj, "x": self.x, "y": self.y, "positive": self.positive}
         send_prompt(context, state, "add_click", params, "click")
         self.report({"INFO"}, state.message)
         return {"FINISHED"}
 
 
-class TAM_OT_box_add(_TamOperator, bpy.types.Operator):
+class TAM_OT_box_add(_PromptOperator, bpy.types.Operator):
     """Draw a box around an object to segment it"""
 
     bl_idname = "tam.box_add"
     bl_label = "Add Box"
     bl_options = {"REGISTER", "UNDO"}
 
-    object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = active)")
-    frame: IntProperty(name="Frame", description="Scene frame (default: the current frame)")
     x0: FloatProperty(name="Left")
     y0: FloatProperty(name="Top")
     x1: FloatProperty(name="Right")
     y1: FloatProperty(name="Bottom")
 
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _has_session(cls, context)
-
     def run(self, context) -> set[str]:
-        state, obj, src = _prompt_target(self, context)
+        state, obj, src = self.target(context)
         x0, x1 = sorted((self.x0, self.x1))
         y0, y1 = sorted((self.y0, self.y1))
         params = {"frame": src, "obj": obj, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
@@ -628,7 +625,7 @@ class TAM_OT_box_add(_TamOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class TAM_OT_prompts_clear(_TamOperator, bpy.types.Operator):
+class TAM_OT_prompts_clear(_SessionOperator, bpy.types.Operator):
     """Forget the clicks and boxes of an object on a frame"""
 
     bl_idname = "tam.prompts_clear"
@@ -638,20 +635,16 @@ class TAM_OT_prompts_clear(_TamOperator, bpy.types.Operator):
     object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = all)")
     frame: IntProperty(name="Frame", description="Scene frame (default: the current frame)")
 
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _has_session(cls, context)
-
     def run(self, context) -> set[str]:
         state = _state(context)
         frame = self.frame if self.properties.is_property_set("frame") else context.scene.frame_current
-        n = clear_prompts(context, state, source_frame(state, frame), self.object_id or None, "clear clicks")
+        n = clear_prompts(context, state, state.mapping.source_of(frame), self.object_id or None, "clear clicks")
         runtime.redraw()
         state.message = f"cleared {n} click{'s' if n != 1 else ''} on frame {frame}"
         return {"FINISHED"}
 
 
-class TAM_OT_keyframe_delete(_TamOperator, bpy.types.Operator):
+class TAM_OT_keyframe_delete(_SessionOperator, bpy.types.Operator):
     """Delete this keyframe of the object (its clicks or box); Track then fills the frame in"""
 
     bl_idname = "tam.keyframe_delete"
@@ -661,14 +654,10 @@ class TAM_OT_keyframe_delete(_TamOperator, bpy.types.Operator):
     object_id: IntProperty(name="Object", default=0, min=0, max=255, description="Object id (0 = active)")
     frame: IntProperty(name="Frame", description="Scene frame of the keyframe")
 
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _has_session(cls, context)
-
     def run(self, context) -> set[str]:
         state = _state(context)
         obj = _object_id(state, self.object_id)
-        if not clear_prompts(context, state, source_frame(state, self.frame), obj, "delete keyframe"):
+        if not clear_prompts(context, state, state.mapping.source_of(self.frame), obj, "delete keyframe"):
             raise InputError(f"object {obj} has no keyframe on frame {self.frame}")
         state.message = f"deleted the keyframe of object {obj} on frame {self.frame}"
         return {"FINISHED"}
@@ -711,7 +700,7 @@ def _doubtful_note(scene) -> str:
     return f"; {n} doubtful frame{'s' if n != 1 else ''} to check" if n else ""
 
 
-class TAM_OT_track(_TamOperator, bpy.types.Operator):
+class TAM_OT_track(_JobOperator, bpy.types.Operator):
     """Track the objects through the strip from the frames you clicked on (runs in the background)"""
 
     bl_idname = "tam.track"
@@ -723,10 +712,6 @@ class TAM_OT_track(_TamOperator, bpy.types.Operator):
     frame_end: IntProperty(name="End", description="Last scene frame (default: the strip's last)")
     use_edits: BoolProperty(name="Use Edited Shapes", default=False,
                             description="First make every Mask frame you edited a keyframe (Use Edited Shape)")
-
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _idle_session(cls, context)
 
     def invoke(self, context, event) -> set[str]:
         from .mask_edits import edited_frames
@@ -755,7 +740,7 @@ class TAM_OT_track(_TamOperator, bpy.types.Operator):
         end = self.frame_end if self.properties.is_property_set("frame_end") else last
         if start > end:
             raise InputError(f"the start frame {start} is after the end frame {end}")
-        src0, src1 = source_frame(state, max(start, first)), source_frame(state, min(end, last))
+        src0, src1 = state.mapping.source_of(max(start, first)), state.mapping.source_of(min(end, last))
 
         def done(scene, result) -> str:
             _doubtful_frames(scene, range(src0, src1 + 1))
@@ -766,16 +751,12 @@ class TAM_OT_track(_TamOperator, bpy.types.Operator):
         return self.finish_job(context)
 
 
-class TAM_OT_refine(_TamOperator, bpy.types.Operator):
+class TAM_OT_refine(_JobOperator, bpy.types.Operator):
     """Refine the doubtful frames: SAM re-segments the tracker's unsure masks from derived clicks"""
 
     bl_idname = "tam.refine"
     bl_label = "Refine Doubtful Frames"
     bl_options = {"REGISTER"}
-
-    @classmethod
-    def poll(cls, context) -> bool:
-        return _idle_session(cls, context)
 
     def run(self, context) -> set[str]:
         state = _state(context)

@@ -8,6 +8,7 @@ Blender never blocks, and ``tam.cancel`` stops them.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -23,8 +24,8 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from ..tam_blender_addon.client import LAUNCH
-from ..tam_blender_addon.errors import InputError
+from ..tam_blender_addon.client import LAUNCH, Future
+from ..tam_blender_addon.errors import InputError, TamError
 from . import env_plan, runtime
 
 # The worker's packages, pinned as in pyproject.toml (a test keeps the two equal).
@@ -170,7 +171,7 @@ def cancel_all() -> bool:
 
 def checkpoint_status(s: runtime.Settings) -> tuple[list[str], list[str]]:
     """(installed, missing) checkpoint names of the neural backend in the checkpoint folder."""
-    states = checkpoint_states_from_worker_cli(runtime.worker_python(s), s.checkpoint_dir)
+    states = checkpoint_states(runtime.worker_python(s), s.checkpoint_dir)
     installed, missing = [], []
     for name in NEURAL_CHECKPOINTS:
         name = name.format(sam=s.sam_model)
@@ -179,20 +180,64 @@ def checkpoint_status(s: runtime.Settings) -> tuple[list[str], list[str]]:
 
 
 _checkpoint_cache: dict[tuple, dict[str, str]] = {}
+_asked: dict[tuple, Future] = {}  # weights requests to the running worker still on their way
+
+
+def _remember(key: tuple, states: dict[str, str]) -> None:
+    """Cache an answer (a few folder states at most: old ones are dropped)."""
+    if len(_checkpoint_cache) >= 8:
+        _checkpoint_cache.clear()
+    _checkpoint_cache[key] = states
+
+
+def _folder_stamp(folder: str) -> int:
+    """Changes when a checkpoint lands in or leaves `folder` (0: no folder named, -1: none there)."""
+    try:
+        return os.stat(folder).st_mtime_ns if folder else 0
+    except OSError:
+        return -1
+
+
+def checkpoint_states(python: str, folder: str) -> dict[str, str]:
+    """{checkpoint: 'installed' | 'missing'}, without Blender importing ``models``.
+
+    A running worker of that Python answers its ``weights`` command (a future: until it
+    lands, and whenever no worker runs, the CLI below answers). Starting a worker only to
+    ask would import torch (seconds); the CLI does not (0.2 s, cached per folder state).
+    """
+    client = runtime.RT.client
+    if client is not None and client.alive and runtime.RT.worker_state == "ready" and client.python == python:
+        key = ("worker", id(client), folder, _folder_stamp(folder))
+        if key in _checkpoint_cache:
+            return _checkpoint_cache[key]
+        _ask_worker(client, key, folder)
+        if key in _checkpoint_cache:  # answered at once (background mode waits)
+            return _checkpoint_cache[key]
+    return checkpoint_states_from_worker_cli(python, folder)
+
+
+def _ask_worker(client, key: tuple, folder: str) -> None:
+    """Send the worker a ``weights`` request for `folder` once; its answer fills the cache."""
+    if key in _asked:
+        return
+
+    def answered(f: Future) -> None:
+        _asked.pop(key, None)
+        if f.exception() is None:
+            _remember(key, {c["name"]: "installed" if c["installed"] else "missing"
+                            for c in f.result()["checkpoints"]})
+            runtime.redraw()
+
+    future = client.request("weights", **({"dir": folder} if folder else {}))
+    _asked[key] = future
+    with contextlib.suppress(TamError):  # no answer: the CLI answers instead
+        runtime.follow(future, answered, wait_s=30)
 
 
 def checkpoint_states_from_worker_cli(python: str, folder: str) -> dict[str, str]:
-    """{checkpoint: 'installed' | 'missing'} as the worker's Python reports it.
-
-    Interim, and the one place that asks: until the worker answers a weights-state
-    command, this runs ``launch.py cli weights list`` with the worker's interpreter
-    (0.2 s; cached until the folder changes), so Blender never imports ``models``.
-    """
-    try:
-        stamp = os.stat(folder).st_mtime_ns if folder else 0
-    except OSError:
-        stamp = -1
-    key = (python, folder, stamp)
+    """{checkpoint: 'installed' | 'missing'} as ``launch.py cli weights list`` run with the
+    worker's interpreter reports it (no worker needed; cached until the folder changes)."""
+    key = (python, folder, _folder_stamp(folder))
     if key not in _checkpoint_cache:
         cmd = [python, str(LAUNCH), "cli", "weights", "list", *(["--dir", folder] if folder else [])]
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
@@ -205,8 +250,7 @@ def checkpoint_states_from_worker_cli(python: str, folder: str) -> dict[str, str
             words = line.split()
             if len(words) >= 2 and words[-1] in ("installed", "missing"):
                 states[words[0]] = words[-1]
-        _checkpoint_cache.clear()
-        _checkpoint_cache[key] = states
+        _remember(key, states)
     return _checkpoint_cache[key]
 
 

@@ -459,6 +459,80 @@ def _unpack(packed: tuple[int, int, tuple[int, int], np.ndarray], width: int, he
     return out
 
 
+@dataclass
+class _Outlines:
+    """What one read of the stored masks yields per wanted object (see `_outline_frames`)."""
+
+    rings: dict[int, list[tuple[int, list[Ring]]]]  # object -> [(frame, rings)] of changed frames
+    digests: dict[int, dict[int, str]]  # object -> {frame: matte digest} of every stored frame
+    changed: dict[int, list[int]]  # object -> frames outlined anew
+    packed: dict[tuple[int, int], tuple] = field(default_factory=dict)  # (object, frame) -> `_pack`
+    without_shape: int = 0  # frames whose object is only specks too small to outline
+
+
+def _outline_frames(session, wanted: list, known: dict | None, epsilon: float, max_points: int,
+                    check: bool) -> _Outlines:
+    """Read each stored frame once: digest every object's matte and outline those that changed
+    since `known` (all without it), keeping packed mattes for the final check."""
+    out = _Outlines({o.id: [] for o in wanted}, {o.id: {} for o in wanted}, {o.id: [] for o in wanted})
+    for frame in session.mask_frames():
+        record = session.read_mask(frame)
+        if record is None:
+            continue
+        for o in wanted:
+            m = record.labels == o.id
+            digest = matte_digest(m)
+            out.digests[o.id][frame] = digest
+            if known is not None and known.get(o.id, {}).get(frame) == digest:
+                continue
+            out.changed[o.id].append(frame)
+            rings = extract_rings(m, epsilon=epsilon, min_area=4.0, exact_vertices=max_points)
+            out.rings[o.id].append((frame, rings))
+            if not rings:
+                out.without_shape += bool(m.any())
+            elif check:
+                out.packed[(o.id, frame)] = _pack(m)
+    return out
+
+
+def _span_ious(span: Span, tracks: list[np.ndarray], packed: dict, obj: int, width: int, height: int) -> list[float]:
+    """IoU of each frame's splines, rasterised back, against that frame's matte (consumed from `packed`)."""
+    ious = []
+    for t in range(len(span.rings)):
+        got = rasterize([rim_compensation(track[t], width, height, -1.0) for track in tracks], width, height)
+        ious.append(iou(got, _unpack(packed.pop((obj, span.start + t)), width, height)))
+    return ious
+
+
+def _span_entry(span: Span, tracks: list[np.ndarray], width: int, height: int) -> dict:
+    """The JSON form of one span: its frames and, per spline, the points of every frame in mask space."""
+    return {
+        "start": span.start,
+        "end": span.end,
+        "splines": [
+            {
+                "hole": span.rings[0][k].hole,
+                "count": int(track.shape[1]),
+                # per frame: x0, y0, x1, y1, ... in mask space
+                "points": np.round(to_mask_space(track + OFF_GRID, width, height), 6)
+                .reshape(len(track), -1)
+                .tolist(),
+            }
+            for k, track in enumerate(tracks)
+        ],
+    }
+
+
+def _quality(ious: list[float], without_shape: int) -> dict:
+    """The ``quality`` entry: frames checked, worst and mean IoU, frames without a shape."""
+    return {
+        "frames_checked": len(ious),
+        "min_iou": round(min(ious), 5) if ious else None,
+        "mean_iou": round(float(np.mean(ious)), 5) if ious else None,
+        "frames_without_shape": without_shape,
+    }
+
+
 def shapes_document(
     session,
     objects: Sequence[int] | None = None,
@@ -485,68 +559,23 @@ def shapes_document(
     if known is not None:  # JSON keys are strings
         known = {int(o): {int(f): str(d) for f, d in frames.items()} for o, frames in known.items()}
     wanted = [o for o in session.objects if objects is None or o.id in objects]
-    rings_per_obj: dict[int, list[tuple[int, list[Ring]]]] = {o.id: [] for o in wanted}
-    packed: dict[tuple[int, int], tuple] = {}
-    without_shape = 0
-    digests: dict[int, dict[int, str]] = {o.id: {} for o in wanted}
-    changed: dict[int, list[int]] = {o.id: [] for o in wanted}
-    for frame in session.mask_frames():
-        record = session.read_mask(frame)
-        if record is None:
-            continue
-        for o in wanted:
-            m = record.labels == o.id
-            digest = matte_digest(m)
-            digests[o.id][frame] = digest
-            if known is not None and known.get(o.id, {}).get(frame) == digest:
-                continue
-            changed[o.id].append(frame)
-            rings = extract_rings(m, epsilon=epsilon, min_area=4.0, exact_vertices=max_points)
-            rings_per_obj[o.id].append((frame, rings))
-            if not rings:
-                without_shape += bool(m.any())
-            elif check:
-                packed[(o.id, frame)] = _pack(m)
+    found = _outline_frames(session, wanted, known, epsilon, max_points, check)
     ious: list[float] = []
     doc_objects = []
     for o in wanted:
         doc_spans = []
-        for span in build_spans(rings_per_obj[o.id]):
+        for span in build_spans(found.rings[o.id]):
             tracks = resample_span(span, spacing=spacing, max_points=max_points)
             if check:
-                for t in range(len(span.rings)):
-                    got = rasterize([rim_compensation(track[t], width, height, -1.0) for track in tracks],
-                                    width, height)
-                    ious.append(iou(got, _unpack(packed.pop((o.id, span.start + t)), width, height)))
-            doc_spans.append(
-                {
-                    "start": span.start,
-                    "end": span.end,
-                    "splines": [
-                        {
-                            "hole": span.rings[0][k].hole,
-                            "count": int(track.shape[1]),
-                            # per frame: x0, y0, x1, y1, ... in mask space
-                            "points": np.round(to_mask_space(track + OFF_GRID, width, height), 6)
-                            .reshape(len(track), -1)
-                            .tolist(),
-                        }
-                        for k, track in enumerate(tracks)
-                    ],
-                }
-            )
+                ious += _span_ious(span, tracks, found.packed, o.id, width, height)
+            doc_spans.append(_span_entry(span, tracks, width, height))
+        changed = found.changed[o.id]
         if known is not None:  # frames known before but gone now changed too (to nothing)
-            changed[o.id] += [int(f) for f in known.get(o.id, {}) if int(f) not in digests[o.id]]
+            changed += [int(f) for f in known.get(o.id, {}) if int(f) not in found.digests[o.id]]
         doc_objects.append(
             {"id": o.id, "name": o.name, "color": [float(c) for c in o.color], "spans": doc_spans,
-             "digests": {str(f): d for f, d in digests[o.id].items()}, "changed": sorted(changed[o.id])}
+             "digests": {str(f): d for f, d in found.digests[o.id].items()}, "changed": sorted(changed)}
         )
-    quality = {
-        "frames_checked": len(ious),
-        "min_iou": round(min(ious), 5) if ious else None,
-        "mean_iou": round(float(np.mean(ious)), 5) if ious else None,
-        "frames_without_shape": without_shape,
-    }
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -554,7 +583,7 @@ def shapes_document(
         "width": width,
         "height": height,
         "objects": doc_objects,
-        "quality": quality,
+        "quality": _quality(ious, found.without_shape),
     }
 
 

@@ -1092,6 +1092,14 @@ class Session:
         """True when `path` holds a session (its session.json), e.g. to open rather than create."""
         return (Path(path) / SESSION_FILE).is_file()
 
+    @staticmethod
+    def output_dir(path: str | Path, name: str) -> Path:
+        """The folder inside the session at `path` for an output called `name` (mattes, shapes,
+        a removal); InputError for a name that is not a plain folder name or is the session's own."""
+        if name in _OWN_NAMES or name != Path(name).name or name in ("", ".", ".."):
+            raise InputError(f"{name!r} cannot name an output folder inside a session")
+        return Path(path) / name
+
     def tracker_settings(self) -> dict[str, Any]:
         """The session's own tracker settings (see the module docstring); None = the backend's default."""
         return {k: self.settings.get(k) for k in TRACKER_SETTINGS}

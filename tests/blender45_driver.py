@@ -72,17 +72,8 @@ def _mask_ious(bpy, scene, session_cls, folder: Path) -> dict[int, float]:
                 for f in range(first, last + 1)}
 
 
-def run(cfg: dict, summary: dict) -> None:
-    """The core flow: install, session, click, track, mattes, renders, removal, reload, disable."""
-    import bpy
-
-    addon_utils = importlib.import_module("addon_utils")  # on sys.path once bpy is imported
-
-    summary["bpy_version"] = ".".join(map(str, bpy.app.version))
-    tmp = Path(cfg["tmp"])
-    t0 = time.monotonic()
-
-    # build the zip with the 4.5 wheel's own extension tool, then install it
+def _install(bpy, cfg: dict, tmp: Path):
+    """Build the zip with the 4.5 wheel's own extension tool, install and enable it; its Session class."""
     tools = list((Path(bpy.utils.resource_path("LOCAL")) / "scripts").glob("addons_core/bl_pkg/cli/blender_ext.py"))
     assert tools, "the bpy 4.5 wheel ships no blender_ext.py"
     out = tmp / "ext"
@@ -98,10 +89,11 @@ def run(cfg: dict, summary: dict) -> None:
     prefs = bpy.context.preferences.addons[PKG].preferences
     prefs.worker_python = cfg["worker_python"]
     prefs.checkpoint_dir = str(tmp / "weights")
-    session_cls = importlib.import_module(f"{PKG}.tam_blender_addon.session").Session  # numpy + stdlib
-    summary["install_s"] = round(time.monotonic() - t0, 2)
+    return importlib.import_module(f"{PKG}.tam_blender_addon.session").Session  # numpy + stdlib
 
-    # a scene with the clip as a trimmed movie strip
+
+def _strip_scene(bpy, cfg: dict):
+    """A scene with the clip as a trimmed movie strip (the active one)."""
     bpy.ops.wm.read_homefile(use_empty=True)
     sc = bpy.context.scene
     w, h, n, start, trim = cfg["width"], cfg["height"], cfg["frames"], cfg["strip_start"], cfg["trim"]
@@ -112,8 +104,12 @@ def run(cfg: dict, summary: dict) -> None:
     strip.frame_offset_end = trim
     sc.sequence_editor.active_strip = strip
     sc.frame_start, sc.frame_end = start + trim, start + n - 1 - trim
+    return sc
 
-    # session -> object -> a click at the object's centre on the first visible frame -> track
+
+def _click_and_track(bpy, sc, cfg: dict, session_cls, summary: dict, tmp: Path) -> None:
+    """Session -> object -> a click at the object's centre on the first visible frame -> track."""
+    n, start, trim = cfg["frames"], cfg["strip_start"], cfg["trim"]
     assert bpy.ops.tam.session_new(backend="CLASSIC") == {"FINISHED"}
     st = sc.tam
     summary["mapping"] = [st.scene_start, st.source_start, st.length, st.source_width, st.source_height]
@@ -128,7 +124,10 @@ def run(cfg: dict, summary: dict) -> None:
         summary["mask_frames"] = s.mask_frames()
         np.save(tmp / "session_mattes.npy", np.stack([s.object_mask(i, 1) for i in range(trim, n - trim)]))
 
-    # mattes: Mask, matte image strip, compositor scene
+
+def _write_mattes(bpy, sc, session_cls, summary: dict, tmp: Path) -> None:
+    """Mattes as a Mask, a matte image strip and a compositor scene, each rendered against the session."""
+    st = sc.tam
     assert bpy.ops.tam.mattes_write(targets={"MASK", "IMAGE_STRIP", "COMPOSITOR"}) == {"FINISHED"}
     summary["mask_layers"] = [layer.name for layer in bpy.data.masks[st.mask_name].layers]
     summary["mask_iou"] = _mask_ious(bpy, sc, session_cls, tmp / "mask")
@@ -142,14 +141,19 @@ def run(cfg: dict, summary: dict) -> None:
     mattes = [s for s in _strips(sc) if s.name.startswith("clip matte")]
     summary["matte_strips"] = [[s.type, len(s.elements), s.frame_final_start, s.frame_final_end] for s in mattes]
 
-    # object removal: an image strip of inpainted frames above the source
+
+def _remove_object(bpy, sc, summary: dict) -> None:
+    """Object removal: an image strip of inpainted frames above the source."""
     assert bpy.ops.tam.objects_remove(object_ids="1", dilate=4, feather=0) == {"FINISHED"}
     removed = [s for s in _strips(sc) if s.name.startswith("clip without")]
     summary["removal_strips"] = [[s.type, len(s.elements), s.channel, s.frame_final_start] for s in removed]
     folder = Path(bpy.path.abspath(removed[0].directory)) if removed else None
     summary["removal_files_exist"] = bool(removed) and all((folder / e.filename).is_file() for e in removed[0].elements)
 
-    # save, reload: the state and the Mask's animation come back and still render the mattes
+
+def _save_and_reload(bpy, sc, session_cls, summary: dict, tmp: Path) -> None:
+    """Save, reload: the state and the Mask's animation come back and still render the mattes."""
+    st = sc.tam
     blend = tmp / "shot.blend"
     session_path, mask_name = st.session_path, st.mask_name
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
@@ -166,7 +170,9 @@ def run(cfg: dict, summary: dict) -> None:
     }
     summary["reloaded_mask_iou"] = _mask_ious(bpy, sc, session_cls, tmp / "mask_reloaded")
 
-    # disable: everything registered goes, and the worker with it
+
+def _disable(addon_utils, bpy, summary: dict) -> None:
+    """Disable: everything registered goes, and the worker with it."""
     runtime = sys.modules.get(f"{PKG}.operators.runtime")
     client = runtime.RT.client if runtime else None
     pid = client.pid if client else None
@@ -182,6 +188,25 @@ def run(cfg: dict, summary: dict) -> None:
         time.sleep(0.1)
     summary["worker_pid"] = pid
     summary["worker_stopped"] = pid is not None and not alive
+
+
+def run(cfg: dict, summary: dict) -> None:
+    """The core flow: install, session, click, track, mattes, renders, removal, reload, disable."""
+    import bpy
+
+    addon_utils = importlib.import_module("addon_utils")  # on sys.path once bpy is imported
+
+    summary["bpy_version"] = ".".join(map(str, bpy.app.version))
+    tmp = Path(cfg["tmp"])
+    t0 = time.monotonic()
+    session_cls = _install(bpy, cfg, tmp)
+    summary["install_s"] = round(time.monotonic() - t0, 2)
+    sc = _strip_scene(bpy, cfg)
+    _click_and_track(bpy, sc, cfg, session_cls, summary, tmp)
+    _write_mattes(bpy, sc, session_cls, summary, tmp)
+    _remove_object(bpy, sc, summary)
+    _save_and_reload(bpy, sc, session_cls, summary, tmp)
+    _disable(addon_utils, bpy, summary)
     summary["total_s"] = round(time.monotonic() - t0, 2)
 
 

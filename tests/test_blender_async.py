@@ -268,3 +268,22 @@ def test_a_click_while_the_worker_is_not_running_starts_it_in_the_background(sce
     assert runtime.RT.worker_state == "ready" and runtime.worker_status() == ""
     with _session(scene) as s:
         assert [p.frame for p in s.prompts()] == [3] and s.read_mask(3) is not None
+
+
+def test_checkpoint_states_come_from_the_running_worker_not_a_cli_subprocess(scene, tmp_path, monkeypatch):
+    """With the worker running, the preferences learn which checkpoints are installed from its
+    ``weights`` command (the CLI subprocess is only the fallback when no worker runs)."""
+    from track_anything.operators import setup
+
+    def no_cli(*_args):
+        raise AssertionError("the CLI was run although a worker answers")
+
+    monkeypatch.setattr(setup, "checkpoint_states_from_worker_cli", no_cli)
+    runtime.open_session(bpy.context, scene.tam)  # waits for the worker in background mode
+    assert runtime.RT.worker_state == "ready"
+    (tmp_path / "XMem.pth").write_bytes(b"x")
+    python = runtime.worker_python(runtime.settings(bpy.context))
+    states = setup.checkpoint_states(python, str(tmp_path))
+    assert states["xmem"] == "installed" and states["sam_vit_b"] == "missing"
+    (tmp_path / "XMem.pth").unlink()  # the folder changed: asked again
+    assert setup.checkpoint_states(python, str(tmp_path))["xmem"] == "missing"

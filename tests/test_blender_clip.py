@@ -81,6 +81,12 @@ def test_clip_editor_session_tracks_and_its_mask_renders_like_the_mattes(addon, 
     assert bpy.ops.tam.mattes_write(targets={"MASK", "COMPOSITOR", "IMAGE_STRIP"}) == {"FINISHED"}
     mask = bpy.data.masks[st.mask_name]
     assert area.spaces.active.mask == mask  # Mask mode in the editor shows (and edits) it
+    overlay = _mod("ui.overlay")  # the overlay draws the frames the session maps, through its mapping
+    shown = {}
+    for f in (st.scene_start - 1, st.scene_start + 2):
+        sc.frame_current = f
+        shown[f] = overlay.shown_frame(area.spaces.active, sc, st)
+    assert shown[st.scene_start - 1] is None and shown[st.scene_start + 2][0] == CLIP_OFFSET + 2
     last = st.scene_start + st.length - 1
     matte = sc.sequence_editor.strips[f"{mc.name} matte ball"]  # aligned with the clip's frames
     assert (matte.frame_final_start, matte.frame_final_end) == (first, last + 1)
@@ -250,3 +256,18 @@ def test_track_asked_to_use_edits_makes_the_edited_frame_a_keyframe(scene, clip)
         kinds = [type(p).__name__ for p in s.prompts(frame=st.mapping.scene_to_source(frame))]
     assert kinds == ["MaskPrompt"]
     assert _mod("operators.mask_edits").edited_frames(scene) == []
+
+
+def test_dropping_a_mask_layer_takes_its_f_curves_and_leaves_the_others(addon):
+    """What update_mask does to a layer whose object left the session or whose frames all changed."""
+    mattes = _mod("operators.mattes")
+    mask = bpy.data.masks.new("drop test")
+    keep, gone = mask.layers.new(name="keep"), mask.layers.new(name="keep 2")  # a name that prefixes the other
+    fcurves = mattes._fcurve_collection(mask)
+    for layer in (keep, gone):
+        fcurves.new(f"{mattes.layer_path(layer)}.hide_render")
+    mattes._drop_layer(mask, fcurves, gone)
+    mattes._drop_layer(mask, fcurves, None)  # a layer already gone: nothing to do
+    assert [layer.name for layer in mask.layers] == ["keep"]
+    assert [fc.data_path for fc in fcurves] == [f"{mattes.layer_path(keep)}.hide_render"]
+    bpy.data.masks.remove(mask)

@@ -502,3 +502,10 @@ def test_delete_mask_forgets_one_frame(sess: Session) -> None:
     sess.delete_mask(2)
     sess.delete_mask(2)  # already gone: no error
     assert sess.read_mask(2) is None and sess.mask_frames() == []
+
+
+def test_output_dirs_live_inside_the_session_and_never_take_its_own_names(sess: Session) -> None:
+    assert Session.output_dir(sess.path, "mattes_png") == sess.path / "mattes_png"
+    for bad in ("masks", "session.json", "../elsewhere", "a/b", ""):
+        with pytest.raises(InputError, match="cannot name an output folder"):
+            Session.output_dir(sess.path, bad)

@@ -7,12 +7,12 @@ headless). Masks are read from the session folder (read-only) and cached per fra
 
 from __future__ import annotations
 
-import os
-
 import bpy
 import numpy as np
 
+from ..operators.clip_source import clip_mapping
 from ..operators.session_ops import find_strip, strip_mapping
+from ..tam_blender_addon.session import FrameMapping, Session
 from .click_map import placement_from_clip, placement_from_strip, source_to_view
 
 MAX_TEXTURE_SIDE = 640  # the overlay is a preview: masks are shown at most this large
@@ -28,8 +28,6 @@ def _session(path: str):
     """A read-only session handle per folder, kept between draws (it follows the writer)."""
     s = _sessions.get(path)
     if s is None:
-        from ..tam_blender_addon.session import Session
-
         s = Session.open(path, writable=False)
         _sessions[path] = s
     return s
@@ -61,9 +59,8 @@ def _texture(state, path: str, src: int):
     import gpu
 
     session = _session(path)
-    mask_file = os.path.join(path, "masks", f"f{src:06d}.npz")
     try:
-        stamp = os.stat(mask_file).st_mtime_ns
+        stamp = session.mask_path(src).stat().st_mtime_ns
     except OSError:
         return None
     colors = state.overlay_colors()
@@ -83,23 +80,27 @@ def _texture(state, path: str, src: int):
 
 
 def shown_frame(space, scene, state):
-    """(source frame, Placement) of the session's picture in the editor being drawn, or None."""
+    """(source frame, Placement) of the session's picture in the editor being drawn, or None.
+
+    The mapping is the clip's or strip's as it is now (it follows a moved clip or strip;
+    a draw callback may not write it back to ``scene.tam``).
+    """
     frame = scene.frame_current
     if getattr(space, "type", "") == "CLIP_EDITOR":
         clip = bpy.data.movieclips.get(state.clip_name) if state.clip_name else None
         if clip is None or space.clip != clip:
             return None
-        src = frame - int(clip.frame_start) + int(clip.frame_offset)  # follows the clip if it was moved
-        if not 0 <= src < state.source_frames:
+        mapping = FrameMapping.from_dict(clip_mapping(clip, state.source_frames))
+        if not mapping.contains_scene(frame, state.source_frames):
             return None
-        return src, placement_from_clip(clip, state.source_width, state.source_height)
+        return mapping.scene_to_source(frame), placement_from_clip(clip, state.source_width, state.source_height)
     if state.clip_name:
         return None
     strip = find_strip(scene, state.strip_name)
-    if strip is None or not strip.frame_final_start <= frame < strip.frame_final_end:
+    mapping = None if strip is None else strip_mapping(strip)
+    if mapping is None or not mapping.contains_scene(frame):
         return None
-    src = strip_mapping(strip).scene_to_source(frame)  # follows the strip if it was moved
-    return src, placement_from_strip(strip, scene, state.source_width, state.source_height)
+    return mapping.scene_to_source(frame), placement_from_strip(strip, scene, state.source_width, state.source_height)
 
 
 def draw() -> None:

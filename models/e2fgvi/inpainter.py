@@ -248,56 +248,10 @@ class E2FGVIInpainter:
         n = len(indices)
         if n == 0:
             return
-        first = np.asarray(get_frame(indices[0]))
-        if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
-            raise InputError(f"frames must be RGB uint8 (H, W, 3), got {first.dtype} {first.shape}")
-        src_h, src_w = first.shape[:2]
-        work_h, work_w = working_shape(src_h, src_w, self.work_size)
-        scaled = (work_h, work_w) != (src_h, src_w)
-        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # pos -> (work frame u8, work mask 0/1)
-        src_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # native size only: pos -> (frame, mask)
+        store = _FrameStore(get_frame, get_mask, indices, self.work_size, self.feather)
         acc: dict[int, np.ndarray] = {}
         feats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # pos -> (encoder feature, quarter frame)
         flows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # pos -> flows between pos and pos + 1
-        pending_first = {0: first}  # read once: it is also position 0's first read
-        del first
-
-        def read(pos: int) -> tuple[np.ndarray, np.ndarray]:
-            frame = pending_first.pop(pos, None)
-            if frame is None:
-                frame = np.asarray(get_frame(indices[pos]))
-            mask = np.asarray(get_mask(indices[pos])).astype(bool)
-            if frame.shape[:2] != (src_h, src_w) or mask.shape != (src_h, src_w):
-                raise InputError(f"frame/mask {indices[pos]} has size {frame.shape[:2]}/{mask.shape}, "
-                                 f"expected {(src_h, src_w)}")
-            return frame, mask
-
-        def load(pos: int) -> tuple[np.ndarray, np.ndarray]:
-            if pos not in cache:
-                frame, mask = read(pos)
-                if scaled:
-                    wf = cv2.resize(frame, (work_w, work_h), interpolation=cv2.INTER_AREA)
-                    cache[pos] = (wf, downscale_mask(mask, (work_h, work_w)))
-                else:
-                    cache[pos] = (frame, mask.astype(np.uint8))
-                    src_cache[pos] = (frame, mask)
-            return cache[pos]
-
-        def finish(pos: int) -> np.ndarray:
-            work = acc.pop(pos).astype(np.uint8)  # test.py's final truncation
-            if pos in src_cache:
-                frame, mask = src_cache.pop(pos)
-            else:  # re-read rather than hold full-size frames between windows
-                frame, mask = read(pos)
-            box = mask_box(mask)
-            if box is None:
-                return frame.copy()
-            ys, xs = np.nonzero(mask[box[0]:box[1], box[2]:box[3]])
-            ys += box[0]
-            xs += box[2]
-            values = upscale_at(work, (src_h, src_w), ys, xs) if scaled else work[ys, xs]
-            return paste_values(frame, mask, box, values, self.feather)
-
         plan = self.plan(n)
         next_out = 0
         self.max_cached = 0
@@ -307,33 +261,100 @@ class E2FGVIInpainter:
                 return
             ids = nb + refs
             for pos in ids:
-                load(pos)
-            self.max_cached = max(self.max_cached, len(cache))
-            if any(cache[pos][1].any() for pos in nb):
-                pred = self._window_pred(ids, len(nb), cache, feats, flows)
-                p255 = pred_to_255(pred, work_h, work_w)
-                self.windows_run += 1
-                for i, pos in enumerate(nb):
-                    acc[pos] = accumulate(acc.get(pos), composite(p255[i], cache[pos][0], cache[pos][1]))
-                del pred, p255
-            else:
-                for pos in nb:  # nothing to fill: the official composite is the frame itself
-                    acc[pos] = accumulate(acc.get(pos), cache[pos][0])
+                store.load(pos)
+            self.max_cached = max(self.max_cached, len(store.cache))
+            self._fill_window(ids, nb, store, acc, feats, flows)
             # Frames before the next window's first local frame are covered by no later window.
             done_until = plan[k + 1][1][0] if k + 1 < len(plan) else n
             while next_out < done_until:
                 pos = next_out
                 next_out += 1
-                yield indices[pos], finish(pos)  # no reference kept while the caller holds it
+                yield indices[pos], store.finish(pos, acc.pop(pos))  # no reference kept while the caller holds it
             # Forget work frames no later window can use: later windows need local frames from
             # the next window's first one on, and references on the ref_length grid (all of it
             # for clips within one chunk, else only from the next centre - chunk_frames/2 on).
             if k + 1 < len(plan):
                 nb_start = plan[k + 1][1][0]
                 ref_from = 0 if n <= self.chunk_frames else plan[k + 1][0] - self.chunk_frames // 2
-                for pos in [p for p in cache if p < nb_start
+                for pos in [p for p in store.cache if p < nb_start
                             and not (p % self.ref_length == 0 and p >= ref_from)]:
-                    del cache[pos]
-                    src_cache.pop(pos, None)
+                    store.forget(pos)
                     feats.pop(pos, None)
                     flows.pop(pos, None)
+
+    def _fill_window(self, ids: list[int], nb: list[int], store: _FrameStore, acc: dict[int, np.ndarray],
+                     feats: dict, flows: dict) -> None:
+        """Add one window's composites of its local frames `nb` to their running averages in `acc`."""
+        cache = store.cache
+        if any(cache[pos][1].any() for pos in nb):
+            pred = self._window_pred(ids, len(nb), cache, feats, flows)
+            p255 = pred_to_255(pred, store.work_h, store.work_w)
+            self.windows_run += 1
+            for i, pos in enumerate(nb):
+                acc[pos] = accumulate(acc.get(pos), composite(p255[i], cache[pos][0], cache[pos][1]))
+            del pred, p255
+        else:
+            for pos in nb:  # nothing to fill: the official composite is the frame itself
+                acc[pos] = accumulate(acc.get(pos), cache[pos][0])
+
+
+class _FrameStore:
+    """The frames and masks of one `inpaint` call: read on demand, kept at working size while
+    windows need them, and pasted back at source size when final."""
+
+    def __init__(self, get_frame: Callable[[int], np.ndarray], get_mask: Callable[[int], np.ndarray],
+                 indices: list[int], work_size: int, feather: int) -> None:
+        first = np.asarray(get_frame(indices[0]))
+        if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
+            raise InputError(f"frames must be RGB uint8 (H, W, 3), got {first.dtype} {first.shape}")
+        self.get_frame, self.get_mask, self.indices, self.feather = get_frame, get_mask, indices, feather
+        self.src_h, self.src_w = first.shape[:2]
+        self.work_h, self.work_w = working_shape(self.src_h, self.src_w, work_size)
+        self.scaled = (self.work_h, self.work_w) != (self.src_h, self.src_w)
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # pos -> (work frame u8, work mask 0/1)
+        self.src_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # native size only: pos -> (frame, mask)
+        self.pending_first = {0: first}  # read once: it is also position 0's first read
+
+    def read(self, pos: int) -> tuple[np.ndarray, np.ndarray]:
+        """Source-size frame and boolean mask of position `pos`; InputError on a size mismatch."""
+        frame = self.pending_first.pop(pos, None)
+        if frame is None:
+            frame = np.asarray(self.get_frame(self.indices[pos]))
+        mask = np.asarray(self.get_mask(self.indices[pos])).astype(bool)
+        if frame.shape[:2] != (self.src_h, self.src_w) or mask.shape != (self.src_h, self.src_w):
+            raise InputError(f"frame/mask {self.indices[pos]} has size {frame.shape[:2]}/{mask.shape}, "
+                             f"expected {(self.src_h, self.src_w)}")
+        return frame, mask
+
+    def load(self, pos: int) -> tuple[np.ndarray, np.ndarray]:
+        """Working-size frame and 0/1 mask of `pos` (read once, cached until `forget`)."""
+        if pos not in self.cache:
+            frame, mask = self.read(pos)
+            if self.scaled:
+                wf = cv2.resize(frame, (self.work_w, self.work_h), interpolation=cv2.INTER_AREA)
+                self.cache[pos] = (wf, downscale_mask(mask, (self.work_h, self.work_w)))
+            else:
+                self.cache[pos] = (frame, mask.astype(np.uint8))
+                self.src_cache[pos] = (frame, mask)
+        return self.cache[pos]
+
+    def forget(self, pos: int) -> None:
+        """Drop `pos`'s cached frames (no later window uses them)."""
+        del self.cache[pos]
+        self.src_cache.pop(pos, None)
+
+    def finish(self, pos: int, averaged: np.ndarray) -> np.ndarray:
+        """The final source-size frame of `pos`: its averaged working-size fill pasted into the mask."""
+        work = averaged.astype(np.uint8)  # test.py's final truncation
+        if pos in self.src_cache:
+            frame, mask = self.src_cache.pop(pos)
+        else:  # re-read rather than hold full-size frames between windows
+            frame, mask = self.read(pos)
+        box = mask_box(mask)
+        if box is None:
+            return frame.copy()
+        ys, xs = np.nonzero(mask[box[0]:box[1], box[2]:box[3]])
+        ys += box[0]
+        xs += box[2]
+        values = upscale_at(work, (self.src_h, self.src_w), ys, xs) if self.scaled else work[ys, xs]
+        return paste_values(frame, mask, box, values, self.feather)
