@@ -490,11 +490,9 @@ def _unit(rng: np.random.Generator) -> tuple[float, float]:
 
 def _preset_small_object_pan(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
     """Preset 'small_object_pan': (width, height, frames, background hue, pan, objects)."""
-    pdx, pdy = pan_dir
     n = 60
     bg, (hue,) = _hues(rng, 1)
-    speed = rng.uniform(0.3, 0.8)
-    pan = (pdx * speed, pdy * speed)
+    pan = _pan(rng, pan_dir, 0.3, 0.8)
     grow = rng.uniform(1.4, 2.0)
     dx, dy = _unit(rng)
     v = rng.uniform(0.6, 1.6)
@@ -512,11 +510,9 @@ def _preset_small_object_pan(rng: np.random.Generator, w: int, h: int, pan_dir: 
 
 def _preset_demo(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
     """Preset 'demo': (width, height, frames, background hue, pan, objects)."""
-    pdx, pdy = pan_dir
     n = 48
     bg, hues = _hues(rng, 3)
-    speed = rng.uniform(0.3, 0.7)
-    pan = (pdx * speed, pdy * speed)
+    pan = _pan(rng, pan_dir, 0.3, 0.7)
     s = rng.choice([-1.0, 1.0])
     objects = [
         ObjectSpec(1, (56.0, 44.0), [(0, 160 - s * 100, 70, 1.0), (n - 1, 160 + s * 100, 90, 1.1)],
@@ -531,11 +527,9 @@ def _preset_demo(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float,
 
 def _preset_occlusion(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
     """Preset 'occlusion': (width, height, frames, background hue, pan, objects)."""
-    pdx, pdy = pan_dir
     n = 48
     bg, hues = _hues(rng, 2)
-    speed = rng.uniform(0.2, 0.6)
-    pan = (pdx * speed, pdy * speed)
+    pan = _pan(rng, pan_dir, 0.2, 0.6)
     s = rng.choice([-1.0, 1.0])
     mid = (n - 1) / 2
     cy = rng.uniform(100, 140)
@@ -553,12 +547,10 @@ def _preset_occlusion(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[f
 
 def _preset_grow_zoom(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
     """Preset 'grow_zoom': (width, height, frames, background hue, pan, objects)."""
-    pdx, pdy = pan_dir
     # the camera closes in: the object grows from ~33 to ~150 px over 64 frames at 480x272
     w, h, n = 480, 272, 64
     bg, (hue,) = _hues(rng, 1)
-    speed = rng.uniform(0.2, 0.5)
-    pan = (pdx * speed, pdy * speed)
+    pan = _pan(rng, pan_dir, 0.2, 0.5)
     c0 = (rng.uniform(120, 360), rng.uniform(80, 190))
     objects = [ObjectSpec(1, (33.0, 33.0), [(0, c0[0], c0[1], 1.0), (n - 1, 240.0, 136.0, 150.0 / 33.0)],
                           shape=shp(), texture="noise", hue=hue)]
@@ -567,12 +559,10 @@ def _preset_grow_zoom(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[f
 
 def _preset_striped_ball(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
     """Preset 'striped_ball': (width, height, frames, background hue, pan, objects)."""
-    pdx, pdy = pan_dir
     # a rolling ball with white stripes: colour alone splits it into two parts
     w, h, n = 480, 272, 64
     bg, (hue,) = _hues(rng, 1)
-    speed = rng.uniform(0.2, 0.5)
-    pan = (pdx * speed, pdy * speed)
+    pan = _pan(rng, pan_dir, 0.2, 0.5)
     s = rng.choice([-1.0, 1.0])
     y = rng.uniform(110, 160)
     objects = [ObjectSpec(1, (70.0, 70.0), [(0, 240 - s * 150, y, 0.8), (n - 1, 240 + s * 150, y + 15, 1.2)],
@@ -582,11 +572,9 @@ def _preset_striped_ball(rng: np.random.Generator, w: int, h: int, pan_dir: tupl
 
 def _preset_leave_reenter(rng: np.random.Generator, w: int, h: int, pan_dir: tuple[float, float], tex, shp) -> tuple:
     """Preset 'leave_reenter': (width, height, frames, background hue, pan, objects)."""
-    pdx, pdy = pan_dir
     n = 60
     bg, hues = _hues(rng, 2)
-    speed = rng.uniform(0.2, 0.6)
-    pan = (pdx * speed, pdy * speed)
+    pan = _pan(rng, pan_dir, 0.2, 0.6)
     s = rng.choice([-1.0, 1.0])
     edge = w + 40 if s > 0 else -40
     y = rng.uniform(80, 120)
@@ -598,6 +586,12 @@ def _preset_leave_reenter(rng: np.random.Generator, w: int, h: int, pan_dir: tup
                    shape=shp(), texture=tex(), hue=hues[1], depth=0),
     ]
     return w, h, n, bg, pan, objects
+
+
+def _pan(rng: np.random.Generator, pan_dir: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
+    """The camera pan per frame: a speed drawn in [lo, hi) along `pan_dir`."""
+    speed = rng.uniform(lo, hi)
+    return (pan_dir[0] * speed, pan_dir[1] * speed)
 
 
 _PRESET_BUILDERS = {
