@@ -13,7 +13,8 @@
 * `Sam2Segmenter` — the `Segmenter` contract with the SAM 2.1 image predictor's rules (clicks, box,
   mask prompt; multimask for a single click).
 
-fp32 by default (the parity-tested path); ``half=True`` runs under bf16 (or fp16) autocast on CUDA/MPS.
+fp32 by default (the parity-tested path); ``half=True`` autocasts to what `models.device.half_dtype` picks
+(bf16, or fp16 where the GPU lacks bf16, on CUDA only; MPS and the CPU stay fp32, the one device policy).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import Cancelled, InputError
+from ..device import half_dtype, resolve_device
 from ..protocols import SegmentResult, TrackResult
-from ..sam import resolve_device
 from .network import NO_OBJ_SCORE, Sam2, load_network
 from .parity import MEAN, STD
 from .video import COND, NON_COND, VideoPredictor, VideoState
@@ -56,26 +57,23 @@ def to_model_input(frame: np.ndarray, image_size: int, device: torch.device) -> 
 
 def build_network(size: str = "tiny", weights: str | Path = "synthetic", device: str | torch.device = "auto",
                   image_size: int = 1024) -> tuple[Sam2, str, torch.device]:
-    """(network, weights label, device) for a size and a checkpoint path or 'synthetic'."""
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    """(network, weights label, device) for a size and a checkpoint path or 'synthetic' (device: models.device)."""
+    dev = resolve_device(device)
     net, label = load_network(weights, size, image_size, dev)
     return net, label, dev
 
 
 @contextlib.contextmanager
 def precision(device: torch.device, half: bool) -> Iterator[None]:
-    """inference_mode, plus bf16 autocast (fp16 where bf16 is unsupported) when `half` on CUDA/MPS."""
+    """inference_mode, plus autocast to `models.device.half_dtype(device, half, prefer_bf16=True)` when it
+    names a dtype (bf16 on CUDA where supported, else fp16); fp32 everywhere else (MPS and CPU included)."""
+    dtype = half_dtype(device, half, prefer_bf16=True)
     with torch.inference_mode():
-        if half and device.type in ("cuda", "mps"):
-            dtype = torch.bfloat16
-            if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-                dtype = torch.float16
-            if device.type == "mps":
-                dtype = torch.float16
+        if dtype is None:
+            yield
+        else:
             with torch.autocast(device.type, dtype=dtype):
                 yield
-        else:
-            yield
 
 
 @dataclass
