@@ -205,13 +205,17 @@ class Sam2VideoTracker:
 
 
 class Sam2Propagator:
-    """SAM 2.1 behind the `Propagator` contract: frames are fed in order, references are keyframes."""
+    """SAM 2.1 behind the `Propagator` contract: frames are fed in order, references are keyframes.
+
+    `network` = a `build_network` result shared with a `Sam2Segmenter` (one model in memory).
+    """
 
     name = "sam2"
 
     def __init__(self, size: str = "tiny", weights: str | Path = "synthetic", device: str = "auto",
-                 half: bool = False, image_size: int = 1024, return_probs: bool = False):
-        self.net, self.weights_label, self.device = build_network(size, weights, device, image_size)
+                 half: bool = False, image_size: int = 1024, return_probs: bool = False,
+                 network: tuple[Sam2, str, torch.device] | None = None):
+        self.net, self.weights_label, self.device = network or build_network(size, weights, device, image_size)
         self.synthetic = str(weights) == "synthetic"
         self.half, self.return_probs = bool(half), bool(return_probs)
         self.reset()
@@ -283,11 +287,13 @@ class Sam2Propagator:
 
 
 class Sam2Segmenter:
-    """SAM 2.1's image predictor behind the `Segmenter` contract (clicks, box, mask prompt)."""
+    """SAM 2.1's image predictor behind the `Segmenter` contract (clicks, box, mask prompt); `network` as
+    for `Sam2Propagator`."""
 
     def __init__(self, size: str = "tiny", weights: str | Path = "synthetic", device: str = "auto",
-                 half: bool = False, image_size: int = 1024, cache: int = 4):
-        self.net, self.weights_label, self.device = build_network(size, weights, device, image_size)
+                 half: bool = False, image_size: int = 1024, cache: int = 4,
+                 network: tuple[Sam2, str, torch.device] | None = None):
+        self.net, self.weights_label, self.device = network or build_network(size, weights, device, image_size)
         self.name = f"sam2_{size}"
         self.synthetic = str(weights) == "synthetic"
         self.half = bool(half)

@@ -1,0 +1,66 @@
+"""The sam2 backend everywhere a backend is chosen: engine, session settings, CLI (synthetic weights, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+
+from track_anything.errors import InputError
+from track_anything.tam_blender_addon.cli import main
+from track_anything.tam_blender_addon.pipeline import Engine
+from track_anything.tam_blender_addon.session import Session
+
+
+@pytest.fixture(scope="module")
+def clip_paths(tmp_path_factory):
+    from track_anything.tam_blender_addon.synth import make_clip, preset_spec, write_clip
+
+    clip = make_clip(preset_spec("small_object_pan", seed=11))
+    return clip, write_clip(clip, tmp_path_factory.mktemp("pan"))
+
+
+def test_tam_track_backend_sam2_synthetic_runs_end_to_end_labelled_meaningless(tmp_path, clip_paths, capsys):
+    clip, paths = clip_paths
+    x0, y0, x1, y1 = (int(v) for v in clip.box(0, 1))
+    sess = tmp_path / "s"
+    assert main(["-q", "track", str(paths["video"]), "--session", str(sess), "--box", f"0:{x0},{y0},{x1},{y1}",
+                 "--range", "0:4", "--backend", "sam2", "--weights", "synthetic", "--sam2-model", "tiny",
+                 "--sam2-image-size", "64", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert "SYNTHETIC" in out and "meaningless" in out
+    assert "sam2 (SAM 2.1 tiny" in err and "meaningless" in err
+    with Session.open(sess, writable=False) as s:
+        assert s.backend == "sam2" and s.tracker_settings()["sam2_model"] == "tiny"
+        assert s.mask_frames() == [0, 1, 2, 3, 4]
+        for f in range(1, 5):
+            rec = s.read_mask(f)
+            assert rec.kind == "tracked" and rec.labels.shape == (clip.height, clip.width)
+            assert all(0.0 <= c <= 1.0 for c in rec.confidence.values())
+        started = [e for e in s.read_log() if e["event"] == "track_start"]
+        assert "SYNTHETIC" in started[-1]["backend"]
+
+
+def test_sam2_model_is_the_sessions_and_part_of_the_span_fingerprint(tmp_path, clip_paths):
+    _, paths = clip_paths
+    from track_anything.tam_blender_addon.frames import open_source
+
+    with open_source(paths["video"]) as src:
+        info = src.info()
+    with Session.create(tmp_path / "s", info, backend="sam2") as s:
+        assert Engine(s, weights="synthetic").sam2_model == "base_plus"
+        s.settings["sam2_model"] = "small"
+        eng = Engine(s, weights="synthetic")
+        assert eng.sam2_model == "small" and eng.config.sam2_model == "small"
+        other = Engine(s, weights="synthetic", sam2_model="large")
+        assert eng._tracker_fingerprint() != other._tracker_fingerprint()
+        assert eng._tracker_fingerprint() == Engine(s, weights="synthetic")._tracker_fingerprint()
+        with pytest.raises(InputError, match="SAM 2.1 model must be"):
+            Engine(s, sam2_model="huge")
+
+
+def test_cli_refuses_an_unknown_sam2_model(clip_paths, tmp_path, capsys):
+    _, paths = clip_paths
+    with pytest.raises(SystemExit):
+        main(["track", str(paths["video"]), "--session", str(tmp_path / "s"), "--backend", "sam2",
+              "--sam2-model", "huge"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
