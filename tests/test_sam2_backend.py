@@ -64,3 +64,23 @@ def test_cli_refuses_an_unknown_sam2_model(clip_paths, tmp_path, capsys):
               "--sam2-model", "huge"])
     assert "invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_worker_hello_lists_sam2_and_sessions_take_the_sam2_model(tmp_path, clip_paths):
+    """create_session{backend: sam2, sam2_model} stores the size; open_session reads it back; hello lists it."""
+    from track_anything.tam_blender_addon.client import WorkerClient
+
+    _, paths = clip_paths
+    client = WorkerClient(log_path=str(tmp_path / "worker.log"))
+    hello = client.start(timeout=180)
+    try:
+        assert {"classic", "neural", "sam2"} <= set(hello["backends"])
+        made = client.call("create_session", path=str(tmp_path / "s"), source=str(paths["video"]),
+                           backend="sam2", sam2_model="tiny", weights="synthetic", device="cpu", timeout=120)
+        assert made["backend"] == "sam2" and made["synthetic"] and "SYNTHETIC" in made["backend_label"]
+        assert made["settings"]["sam2_model"] == "tiny" and made["engine"]["sam2_model"] == "tiny"
+        client.call("close_session", timeout=30)
+        again = client.call("open_session", path=str(tmp_path / "s"), weights="synthetic", timeout=120)
+        assert again["engine"]["sam2_model"] == "tiny" and again["backend"] == "sam2"
+    finally:
+        client.shutdown(timeout=60)
