@@ -84,3 +84,13 @@ def test_worker_hello_lists_sam2_and_sessions_take_the_sam2_model(tmp_path, clip
         assert again["engine"]["sam2_model"] == "tiny" and again["backend"] == "sam2"
     finally:
         client.shutdown(timeout=60)
+
+
+def test_tam_bench_sam2_reports_fps_and_says_when_half_precision_does_not_apply(capsys):
+    import json
+
+    assert main(["bench", "sam2", "--sam2-model", "tiny", "--image-size", "64", "--size", "64x96", "--frames", "3",
+                 "--device", "cpu", "--fast"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model_size"] == "tiny" and res["frames"] == 2 and res["fps"] > 0
+    assert res["fast"] is False and "fp32" in res["half_note"]

@@ -66,6 +66,8 @@ def run_bench(size: tuple[int, int] = (480, 854), frames: int = 100, objects: in
     }
     if out["fast"]:
         out.update(half_deviation(str(dev)))
+    elif fast:
+        out["half_note"] = f"no half precision on {dev.type}: it computed in fp32 (models.device.half_dtype)"
     return out
 
 
