@@ -94,3 +94,37 @@ def test_tam_bench_sam2_reports_fps_and_says_when_half_precision_does_not_apply(
     res = json.loads(capsys.readouterr().out)
     assert res["model_size"] == "tiny" and res["frames"] == 2 and res["fps"] > 0
     assert res["fast"] is False and "fp32" in res["half_note"]
+
+
+def test_a_keyframe_fed_again_after_reset_reuses_its_image_features_and_gives_the_same_masks():
+    """Each pipeline pass resets the propagator and re-adds its keyframe: the encoder runs once for it."""
+    import numpy as np
+
+    from track_anything.models.sam2.tracker import Sam2Propagator
+
+    yy, xx = np.mgrid[0:48, 0:64]
+    bg = np.stack([np.sin(xx / 5 + c) * np.cos(yy / 4 - c) for c in range(3)], -1) * 50 + 110
+    frames = []
+    for t in range(4):
+        f = bg.copy()
+        f[(xx - 12 - 2 * t) ** 2 + (yy - 24) ** 2 < 64] = [220, 50, 40]
+        frames.append(f.astype(np.uint8))
+    lab = np.zeros((48, 64), np.uint8)
+    lab[16:32, 4:20] = 2
+
+    def one_pass(p):
+        p.reset()
+        p.add_reference(frames[0], lab, [2])
+        return [p.track(f) for f in frames[1:]]
+
+    p = Sam2Propagator("tiny", "synthetic", "cpu", image_size=64)
+    calls = []
+    p.net.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+    first = one_pass(p)
+    n_first = len(calls)
+    second = one_pass(p)
+    assert n_first == 4 and len(calls) - n_first == 3  # the keyframe's features came from the first pass
+    fresh = one_pass(Sam2Propagator("tiny", "synthetic", "cpu", image_size=64))
+    for a, b, c in zip(first, second, fresh, strict=True):
+        assert np.array_equal(a.labels, b.labels) and np.array_equal(a.labels, c.labels)
+        assert a.confidence == b.confidence == c.confidence

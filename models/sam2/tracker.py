@@ -20,6 +20,7 @@ fp32 by default (the parity-tested path); ``half=True`` autocasts to what `model
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -204,6 +205,13 @@ class Sam2VideoTracker:
                     del obj.tracked[t]
 
 
+def _frame_digest(frame: np.ndarray) -> str:
+    """Content key of a frame (shape + pixels), to recognise a reference frame fed again."""
+    h = hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16)
+    h.update(str(frame.shape).encode())
+    return h.hexdigest()
+
+
 class Sam2Propagator:
     """SAM 2.1 behind the `Propagator` contract: frames are fed in order, references are keyframes.
 
@@ -218,6 +226,9 @@ class Sam2Propagator:
         self.net, self.weights_label, self.device = network or build_network(size, weights, device, image_size)
         self.synthetic = str(weights) == "synthetic"
         self.half, self.return_probs = bool(half), bool(return_probs)
+        # image features of the last reference frames, by content: every pass of the pipeline starts with
+        # reset() + its keyframe(s), so a keyframe is encoded once, not once per pass (bounded: 2 frames)
+        self._ref_features: OrderedDict[str, object] = OrderedDict()
         self.reset()
 
     def reset(self) -> None:
@@ -255,8 +266,17 @@ class Sam2Propagator:
             raise InputError(f"object ids must be 1..255, got {ids}")
         t = self._push(frame)
         self._check_labels(labels)
+        digest = _frame_digest(frame)
+        feats = self.tracker.state.features
+        if digest in self._ref_features and t not in feats:
+            feats[t] = self._ref_features[digest]  # the video predictor finds them and skips the encoder
         for i in ids:
             self.tracker.add_keyframe(t, i, mask=labels == i)
+        if t in feats:
+            self._ref_features[digest] = feats[t]
+            self._ref_features.move_to_end(digest)
+            while len(self._ref_features) > 2:
+                self._ref_features.popitem(last=False)
         self._last = t
 
     def track(self, frame: np.ndarray) -> TrackResult:
