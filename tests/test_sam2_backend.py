@@ -128,3 +128,22 @@ def test_a_keyframe_fed_again_after_reset_reuses_its_image_features_and_gives_th
     for a, b, c in zip(first, second, fresh, strict=True):
         assert np.array_equal(a.labels, b.labels) and np.array_equal(a.labels, c.labels)
         assert a.confidence == b.confidence == c.confidence
+
+
+def test_tam_track_backend_sam2_loads_the_registry_checkpoint_and_is_not_labelled_synthetic(
+        tmp_path, clip_paths, capsys):
+    """With sam2.1_tiny in the weights folder, --backend sam2 runs on it (strict load), no synthetic label."""
+    import torch
+
+    from track_anything.models.sam2.network import synthetic_weights
+
+    clip, paths = clip_paths
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    torch.save({"model": synthetic_weights("tiny")}, wdir / "sam2.1_hiera_tiny.pt")  # the official file layout
+    x0, y0, x1, y1 = (int(v) for v in clip.box(0, 1))
+    assert main(["-q", "track", str(paths["video"]), "--session", str(tmp_path / "s"),
+                 "--box", f"0:{x0},{y0},{x1},{y1}", "--range", "0:2", "--backend", "sam2", "--weights-dir", str(wdir),
+                 "--sam2-model", "tiny", "--sam2-image-size", "64", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert "SYNTHETIC" not in out + err and "sam2 (SAM 2.1 tiny" in err
