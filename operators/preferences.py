@@ -19,6 +19,12 @@ SAM_ITEMS = [
     ("vit_l", "ViT-L", "Larger SAM (1.2 GB)"),
     ("vit_h", "ViT-H", "Largest, most accurate SAM (2.6 GB)"),
 ]
+SAM2_ITEMS = [
+    ("tiny", "Tiny", "Fastest SAM 2.1 (about 149 MB)"),
+    ("small", "Small", "SAM 2.1 small (about 176 MB)"),
+    ("base_plus", "Base+", "SAM 2.1 B+: the balance of speed and quality (about 309 MB)"),
+    ("large", "Large", "Most accurate, slowest SAM 2.1 (about 857 MB)"),
+]
 
 
 def _default_weights_dir() -> str:
@@ -40,6 +46,8 @@ class TAM_AddonPreferences(bpy.types.AddonPreferences):
     backend: EnumProperty(name="Backend", items=BACKEND_ITEMS, default="NEURAL",
                           description="Default backend of new sessions")
     sam_model: EnumProperty(name="SAM Model", items=SAM_ITEMS, default="vit_b")
+    sam2_model: EnumProperty(name="SAM 2.1 Model", items=SAM2_ITEMS, default="base_plus",
+                             description="Model size of new SAM 2.1 sessions")
     checkpoint_dir: StringProperty(name="Checkpoints", subtype="DIR_PATH", default="",
                                    description="Folder of the checkpoints (empty: the add-on's user folder)")
     max_resolution: IntProperty(name="Processing Resolution", default=480, min=0, max=4320, subtype="PIXEL",
@@ -77,6 +85,7 @@ class TAM_AddonPreferences(bpy.types.AddonPreferences):
         col.prop(self, "backend")
         col.prop(self, "device")
         col.prop(self, "sam_model")
+        col.prop(self, "sam2_model")
         col.prop(self, "max_resolution")
         row = col.row(align=True)
         row.prop(self, "mem_every")

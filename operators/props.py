@@ -24,6 +24,7 @@ BLEND_RELATIVE = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0
 BACKEND_ITEMS = [
     ("NEURAL", "Neural", "SAM clicks, XMem tracking, E2FGVI-HQ removal (needs the checkpoints)"),
     ("CLASSIC", "Classic", "Weight-free OpenCV: GrabCut clicks, optical-flow tracking, flow inpainting"),
+    ("SAM2", "SAM 2.1", "SAM 2.1 clicks and tracking in one model, E2FGVI-HQ removal (needs the checkpoints)"),
 ]
 
 

@@ -51,6 +51,7 @@ class Settings:
     backend: str = "NEURAL"
     checkpoint_dir: str = ""
     sam_model: str = "vit_b"
+    sam2_model: str = "base_plus"
     max_resolution: int = 0
     mem_every: int = 5
     max_memory_frames: int = 10
@@ -80,6 +81,7 @@ def settings(context: bpy.types.Context | None = None) -> Settings:
         backend=prefs.backend,
         checkpoint_dir=bpy.path.abspath(prefs.checkpoint_dir) if prefs.checkpoint_dir else str(user_dir("weights")),
         sam_model=prefs.sam_model,
+        sam2_model=prefs.sam2_model,
         max_resolution=prefs.max_resolution,
         mem_every=prefs.mem_every,
         max_memory_frames=prefs.max_memory_frames,

@@ -485,7 +485,8 @@ class TAM_OT_session_new(_TamOperator, bpy.types.Operator):
                             backend=backend.lower()) as session:
             # the tracker settings belong to the session from here on (the panel shows them)
             session.settings.update(max_resolution=prefs.max_resolution, mem_every=prefs.mem_every,
-                                    max_memory_frames=prefs.max_memory_frames, half_precision=prefs.half_precision)
+                                    max_memory_frames=prefs.max_memory_frames, half_precision=prefs.half_precision,
+                                    sam2_model=prefs.sam2_model)
             session.save()
         state = scene.tam
         # relative to the .blend when beside it, so the project folder can move as a whole

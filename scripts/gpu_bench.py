@@ -37,6 +37,16 @@ BENCHES = [
      "e2fgvi", dict(size=(1080, 1920), frames=100, device="cuda", fast=True)),
     ("sam_vit_h_fast", "tam bench sam --sam-model vit_h --device cuda --fast",
      "sam", dict(model_type="vit_h", device="cuda", fast=True)),
+    # SAM 2.1 per model size at 1080p input (the network sees 1024x1024): fp32, then half precision with its
+    # deviation from fp32 on the parity fixture (masks, object scores, presence flips)
+    *(
+        (f"sam2_{size}_{mode}_1080p",
+         f"tam bench sam2 --sam2-model {size} --weights synthetic --size 1080x1920 --frames 100 --device cuda"
+         + (" --fast" if mode == "fast" else ""),
+         "sam2", dict(size=(1080, 1920), frames=100, objects=1, device="cuda", model_size=size,
+                      fast=mode == "fast"))
+        for size in ("tiny", "small", "base_plus", "large") for mode in ("fp32", "fast")
+    ),
 ]
 
 
@@ -52,6 +62,8 @@ def _bench(kind: str, kwargs: dict) -> dict:
         from track_anything.models.xmem.bench import run_bench
     elif kind == "e2fgvi":
         from track_anything.models.e2fgvi.bench import run_bench
+    elif kind == "sam2":
+        from track_anything.models.sam2.bench import run_bench
     else:
         from track_anything.models.sam import embed_bench as run_bench
     return run_bench(**kwargs)
@@ -64,6 +76,10 @@ def _row(rec: dict) -> str:
         figure = f"{res['fps']:.1f} fps"
         if "fast_vs_fp32_max_abs_probs" in res:
             figure += f", fast vs fp32 max abs {res['fast_vs_fp32_max_abs_probs']:.1e}"
+        if "half_vs_fp32_max_abs_mask_logits" in res:
+            figure += (f", half vs fp32 on the fixture: mask logits {res['half_vs_fp32_max_abs_mask_logits']:.1e}, "
+                       f"object scores {res['half_vs_fp32_max_abs_obj_scores']:.1e}, "
+                       f"presence flips {res['half_vs_fp32_presence_flips']}")
     elif "s_per_frame" in res:
         figure = f"{res['s_per_frame']:.3f} s/frame"
     elif "ms_embed" in res:
@@ -79,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--only", nargs="*", default=None, help="benchmark names (default: all)")
     ap.add_argument("--smoke", action="store_true",
-                    help="check the script itself on the CPU: tiny sizes, 3 frames, no SAM")
+                    help="check the script itself on the CPU: tiny sizes, 3 frames, no SAM, SAM 2.1 tiny at input 64")
     args = ap.parse_args(argv)
     _register()
     import torch
@@ -91,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and name not in args.only:
             continue
         if args.smoke:
-            if kind == "sam":
+            if kind == "sam" or (kind == "sam2" and kwargs["model_size"] != "tiny"):
                 continue
             kwargs = {**kwargs, "device": "cpu", "frames": 3, "size": (64, 96)}
+            if kind == "sam2":
+                kwargs["image_size"] = 64
         t0 = time.perf_counter()
         rec = {"name": name, "command": command, "gpu": device, "torch": torch.__version__}
         try:

@@ -102,7 +102,12 @@ def _make_engine(session, args):
         refine=getattr(args, "refine", None),
         weights_dir=getattr(args, "weights_dir", None),
         half=getattr(args, "half", None),
+        sam2_model=getattr(args, "sam2_model", None),
+        sam2_image_size=getattr(args, "sam2_image_size", 1024),
     )
+    if getattr(args, "sam2_model", None) and session.writable and session.settings.get("sam2_model") != args.sam2_model:
+        session.settings["sam2_model"] = args.sam2_model  # the session remembers the size its masks were made with
+        session.save()
     print(f"backend: {engine.backend_label()}", file=sys.stderr)
     return engine
 
@@ -250,7 +255,8 @@ def cmd_matte(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args.out, backend=args.backend, weights=args.weights, device=args.device, quiet=args.quiet)
+    return run_demo(args.out, backend=args.backend, weights=args.weights, device=args.device, quiet=args.quiet,
+                    sam2_model=args.sam2_model)
 
 
 def cmd_bench(args) -> int:
@@ -264,6 +270,12 @@ def cmd_bench(args) -> int:
         from ..models.e2fgvi.bench import run_bench
 
         res = run_bench(size=(h, w), frames=args.frames, device=args.device, weights=args.weights, fast=args.fast)
+    elif args.model == "sam2":
+        from ..models.sam2.bench import run_bench
+
+        res = run_bench(size=(h, w), frames=args.frames, objects=args.objects, device=args.device,
+                        weights=args.weights, fast=args.fast, model_size=args.sam2_model or "tiny",
+                        image_size=args.image_size)
     else:
         from ..models.sam import embed_bench
 
@@ -274,8 +286,14 @@ def cmd_bench(args) -> int:
 
 # ------------------------------------------------------------------ parser
 def _add_backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["classic", "neural"], default=None,
-                   help="classic = weight-free OpenCV; neural = SAM + XMem + E2FGVI-HQ (default: the session's, else classic)")
+    from ..models.backends import BACKENDS, SAM2_MODELS
+
+    p.add_argument("--backend", choices=list(BACKENDS), default=None,
+                   help="classic = weight-free OpenCV; neural = SAM + XMem + E2FGVI-HQ; sam2 = SAM 2.1 clicks and "
+                   "tracking + E2FGVI-HQ (default: the session's, else classic)")
+    p.add_argument("--sam2-model", choices=SAM2_MODELS, default=None,
+                   help="SAM 2.1 size for --backend sam2 (default: the session's, else base_plus)")
+    p.add_argument("--sam2-image-size", type=int, default=1024, help=argparse.SUPPRESS)  # tests: a small input
     p.add_argument("--weights", choices=["official", "synthetic"], default="official",
                    help="official checkpoints from the weights cache, or synthetic ones (meaningless output, for tests)")
     p.add_argument("--weights-dir", default=None, help="checkpoint folder (default: $TAM_WEIGHTS_DIR or ~/.cache/track-anything)")
@@ -352,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="measure speed and memory of a network")
-    p.add_argument("model", choices=["xmem", "e2fgvi", "sam"])
+    p.add_argument("model", choices=["xmem", "e2fgvi", "sam", "sam2"])
     p.add_argument("--size", default="480x854", help="HxW")
     p.add_argument("--frames", type=int, default=100)
     p.add_argument("--objects", type=int, default=1)
@@ -360,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--fast", action="store_true", help="autocast (bf16/fp16) fast path on CUDA")
     p.add_argument("--sam-model", default="vit_h", choices=["vit_b", "vit_l", "vit_h"])
+    p.add_argument("--sam2-model", default=None, choices=["tiny", "small", "base_plus", "large"],
+                   help="SAM 2.1 size for `bench sam2` (default tiny); --fast also prints half-vs-fp32 on the fixture")
+    p.add_argument("--image-size", type=int, default=1024, help="SAM 2.1 input size for `bench sam2` (default 1024)")
     p.set_defaults(func=cmd_bench)
 
     from .cli_weights import add_weights_parser

@@ -17,11 +17,26 @@ def _drive(gen, quiet: bool) -> None:
         bar.close()
 
 
+def _engine(session, backend: str, weights: str, device: str, sam2_model: str | None):
+    """The demo's engine; a neural backend whose official checkpoints are missing runs on synthetic
+    weights instead (labelled meaningless), so the demo always runs end to end."""
+    from .errors import WeightsError
+    from .pipeline import Engine
+
+    engine = Engine(session, backend=backend, weights=weights, device=device, sam2_model=sam2_model)
+    if engine.spec.neural and weights != "synthetic":
+        try:
+            engine.segmenter, engine.propagator, engine.inpainter  # noqa: B018 - builds them, finds the checkpoints
+        except WeightsError as exc:
+            print(f"no checkpoint ({exc}): using SYNTHETIC weights, meaningless output", file=sys.stderr)
+            engine = Engine(session, backend=backend, weights="synthetic", device=device, sam2_model=sam2_model)
+    return engine
+
+
 def run_demo(out: str | Path = "demo_out", backend: str | None = None, weights: str = "official",
-             device: str = "auto", quiet: bool = False) -> int:
+             device: str = "auto", quiet: bool = False, sam2_model: str | None = None) -> int:
     """Generate the demo clip, prompt each object with one box on frame 0, track, export, inpaint."""
     from .metrics import evaluate_dirs
-    from .pipeline import Engine
     from .session import Session
     from .synth import make_clip, write_clip
 
@@ -41,7 +56,7 @@ def run_demo(out: str | Path = "demo_out", backend: str | None = None, weights: 
     with open_source(video) as src:
         info = src.info()
     with Session.create(session_dir, info, backend=backend) as session:
-        engine = Engine(session, backend=backend, weights=weights, device=device)
+        engine = _engine(session, backend, weights, device, sam2_model)
         print(f"backend: {engine.backend_label()}")
         try:
             for oid in clip.obj_ids:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write
-from ..models.backends import Backend, BackendConfig, get_backend
+from ..models.backends import DEFAULT_SAM2_MODEL, SAM2_MODELS, Backend, BackendConfig, get_backend
 from ..models.protocols import Inpainter, Propagator, Refiner, Segmenter, TrackResult
 from .errors import Cancelled, InputError, TamError
 from .progress import Progress, RateMeter
@@ -138,6 +138,8 @@ class Engine:
         refine: bool | None = None,
         weights_dir: str | None = None,
         half: bool | None = None,
+        sam2_model: str | None = None,
+        sam2_image_size: int = 1024,
     ) -> None:
         self.session = session
         self.spec: Backend = get_backend(backend or session.backend or "classic")
@@ -151,6 +153,11 @@ class Engine:
         # fp16 tracking and removal on the GPU (no effect on the CPU): the session's setting
         # (Blender's "Half Precision" preference) unless the caller says otherwise
         self.half = bool((session.settings or {}).get("half_precision", False)) if half is None else bool(half)
+        # SAM 2.1 size: the caller's, else the session's (Blender's preference at creation), else B+
+        self.sam2_model = sam2_model or (session.settings or {}).get("sam2_model") or DEFAULT_SAM2_MODEL
+        if self.sam2_model not in SAM2_MODELS:
+            raise InputError(f"SAM 2.1 model must be {', '.join(SAM2_MODELS)}, not {self.sam2_model!r}")
+        self.sam2_image_size = int(sam2_image_size)  # 1024 = the checkpoints'; smaller only in tests
         self._source = None
 
     # ----------------------------------------------------------------- resources
@@ -175,7 +182,7 @@ class Engine:
         """What the backend factories are built from."""
         return BackendConfig(
             device=self.device, weights=self.weights, weights_dir=self.weights_dir, sam_model=self.sam_model,
-            half=self.half, tracker=self._xmem_settings() if self.spec.neural else {},
+            sam2_model=self.sam2_model, sam2_image_size=self.sam2_image_size, half=self.half, tracker=self._xmem_settings() if self.spec.neural else {},
             return_probs=self.refine_enabled,
         )
 
@@ -361,6 +368,7 @@ class Engine:
             cfg.update(self._xmem_settings(), weights="synthetic" if self.synthetic else "official", half=self.half)
             if self.refine_enabled:
                 cfg["sam"] = self.sam_model
+            cfg.update(self.spec.model_settings(self.config))
         text = json.dumps(cfg, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 

@@ -23,8 +23,8 @@ opened for writing. The layout is known here only: other code asks `Session` for
 Tracker settings that belong to the session (``settings`` in session.json, listed in
 `TRACKER_SETTINGS`): ``max_resolution`` (processing size, 0 = source size), ``mem_every``
 and ``max_memory_frames`` (XMem's memory), ``half_precision`` (the default of the engine's
-``half``). They shape every tracked mask and are part of each finished span's signature,
-so they are fixed when the session is made (from Blender's preferences) and read from the
+``half``), ``sam2_model`` (the SAM 2.1 size of the sam2 backend). They shape every
+tracked mask and are part of each finished span's signature, so they are fixed when the session is made (from Blender's preferences) and read from the
 session by every engine that opens it: changing a preference later does not mix masks
 made two ways into one session. The worker returns them in its session info.
 
@@ -64,7 +64,7 @@ FORMAT = "tam-session"
 VERSION = 2  # 2: soft alpha (alpha/) beside the hard label maps
 MAX_OBJECTS = 255
 MASK_KINDS = ("keyframe", "tracked", "refined")
-TRACKER_SETTINGS = ("max_resolution", "mem_every", "max_memory_frames", "half_precision")
+TRACKER_SETTINGS = ("max_resolution", "mem_every", "max_memory_frames", "half_precision", "sam2_model")
 
 SESSION_FILE = "session.json"
 OBJECTS_FILE = "objects.json"

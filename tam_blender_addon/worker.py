@@ -9,14 +9,14 @@ Commands (params; ``?`` = optional) and their result data:
 
 * short, answered on the main thread:
   ``hello`` -> protocol, worker, pid, python, executable, platform, torch, cuda, devices
-  [{id, name}], auto_device (cuda, mps or cpu); ``weights{dir?}`` -> folder, sam_names{vit_b: registry name, ...},
+  [{id, name}], auto_device (cuda, mps or cpu), backends (the table's kinds); ``weights{dir?}`` -> folder, sam_names{vit_b: registry name, ...},
   checkpoints [{name, filename, kind, size, sha256, installed, path, page, note}];
   ``create_session{path, source, scene_start?, source_start?, length?,
-  backend?, device?, weights?, weights_dir?, sam_model?, refine?, half?, log?}`` and
+  backend?, device?, weights?, weights_dir?, sam_model?, sam2_model?, refine?, half?, log?}`` and
   ``open_session{path, backend?, ...same engine options..., log?}`` -> path, backend,
   backend_label, synthetic, source{...}, objects, mask_frames, settings (the session's
   tracker settings: max_resolution, mem_every, max_memory_frames, half_precision; null =
-  default), engine{device, half, refine, sam_model, weights}; ``close_session``;
+  default), engine{device, half, refine, sam_model, sam2_model, weights}; ``close_session``;
   ``add_object{name?, color?, obj_id?}``, ``remove_object{obj}``, ``update_object{obj, name?,
   color?}``, ``add_click{frame, obj,
   x, y, positive?}``, ``add_box{frame, obj, x0, y0, x1, y1}``, ``clear_prompts{frame,
@@ -211,6 +211,7 @@ PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
         "path": (_STR, True), "backend": (_OPT_STR, False), "device": (_STR, False),
         "weights": (_STR, False), "weights_dir": (_OPT_STR, False), "sam_model": (_STR, False),
         "refine": (_OPT_BOOL, False), "half": (_OPT_BOOL, False), "log": (_OPT_STR, False),
+        "sam2_model": (_OPT_STR, False),
     },
     "create_session": {
         "path": (_STR, True), "source": (_STR, True), "scene_start": (_INT, False),
@@ -218,6 +219,7 @@ PARAMS: dict[str, dict[str, tuple[Check, bool]]] = {
         "backend": (_OPT_STR, False), "device": (_STR, False),
         "weights": (_STR, False), "weights_dir": (_OPT_STR, False), "sam_model": (_STR, False),
         "refine": (_OPT_BOOL, False), "half": (_OPT_BOOL, False), "log": (_OPT_STR, False),
+        "sam2_model": (_OPT_STR, False),
     },
     "close_session": {},
     "add_object": {"name": (_OPT_STR, False), "color": (_OPT_RGB, False), "obj_id": (_OPT_INT, False)},
@@ -479,8 +481,11 @@ class Worker:
     # ---------------------------------------------------------------- short commands
     def cmd_hello(self, rid: int, /) -> dict[str, Any]:
         """Protocol version, worker version, Python, torch, CUDA and devices."""
+        from ..models.backends import BACKENDS
+
         info = runtime_info()
-        return {"protocol": PROTOCOL_VERSION, "worker": worker_version(), "pid": os.getpid(), **info}
+        return {"protocol": PROTOCOL_VERSION, "worker": worker_version(), "pid": os.getpid(), **info,
+                "backends": list(BACKENDS)}
 
     def cmd_weights(self, rid: int, /, dir: str | None = None) -> dict[str, Any]:
         """The checkpoint registry: folder, and per checkpoint its file, size, sha256 and whether installed."""
@@ -512,6 +517,9 @@ class Worker:
         mapping = FrameMapping(**_given(options, "scene_start", "source_start", "length"))
         self._close_session()
         session = Session.create(path, info, mapping, backend=options.get("backend") or "classic")
+        if options.get("sam2_model"):  # a session setting: every later engine on it uses this size
+            session.settings["sam2_model"] = options["sam2_model"]
+            session.save()
         return self._attach(session, options)
 
     def _attach(self, session: Session, options: dict[str, Any]) -> dict[str, Any]:
@@ -520,7 +528,7 @@ class Worker:
 
         try:
             engine = Engine(session, **_given(options, "backend", "device", "weights", "weights_dir",
-                                              "sam_model", "refine", "half"))
+                                              "sam_model", "refine", "half", "sam2_model"))
         except BaseException:
             session.close()
             raise
@@ -540,7 +548,7 @@ class Worker:
             "mask_frames": len(session.mask_frames()),
             "settings": session.tracker_settings(),
             "engine": {"device": engine.device, "half": engine.half, "refine": engine.refine_enabled,
-                       "sam_model": engine.sam_model, "weights": engine.weights},
+                       "sam_model": engine.sam_model, "sam2_model": engine.sam2_model, "weights": engine.weights},
         }
 
     def cmd_close_session(self, rid: int, /) -> dict[str, Any]:

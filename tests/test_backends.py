@@ -18,7 +18,7 @@ def test_every_kind_names_four_factories_and_unknown_kinds_are_refused() -> None
         assert spec.kind == kind and backends.get_backend(kind.upper()) is spec
         for part in (spec.segmenter, spec.propagator, spec.inpainter, spec.refiner, spec.describe):
             assert callable(part)
-    with pytest.raises(InputError, match="backend must be classic or neural"):
+    with pytest.raises(InputError, match="backend must be classic, neural, sam2"):
         backends.get_backend("xmem")
 
 
@@ -118,3 +118,23 @@ def test_prompt_refiner_keeps_answers_that_agree_with_the_coarse_mask() -> None:
     assert iou > 0.95 > (coarse.astype(bool) & disk).sum() / (coarse.astype(bool) | disk).sum()
     # an answer that is not the same object (IoU with the coarse mask < 0.5) is thrown away
     assert masks_consistent(coarse, refined) and not masks_consistent(coarse, ~refined)
+
+
+def test_sam2_segmenter_and_propagator_share_one_network_built_once() -> None:
+    """The sam2 entry builds SAM 2.1 once per config: clicks and tracking run on the same model."""
+    spec = backends.get_backend("sam2")
+    cfg = backends.BackendConfig(device="cpu", weights="synthetic", sam2_model="tiny", sam2_image_size=64,
+                                 return_probs=True)
+    seg, prop = spec.segmenter(cfg), spec.propagator(cfg)
+    assert isinstance(seg, Segmenter) and isinstance(prop, Propagator)
+    assert seg.net is prop.net and len(cfg.shared) == 1
+    assert isinstance(spec.refiner(cfg, seg), Refiner) and isinstance(spec.inpainter(cfg), Inpainter)
+    assert not spec.refine_by_default and spec.neural
+    assert "SYNTHETIC" in spec.describe(cfg) and "tiny" in spec.describe(cfg)
+    assert spec.model_settings(cfg) == {"sam2_model": "tiny", "sam2_image_size": 64}
+
+
+def test_unknown_sam2_model_is_refused_in_one_line() -> None:
+    cfg = backends.BackendConfig(device="cpu", weights="synthetic", sam2_model="huge")
+    with pytest.raises(InputError, match="SAM 2.1 model must be tiny, small, base_plus, large"):
+        backends.get_backend("sam2").segmenter(cfg)

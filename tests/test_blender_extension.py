@@ -156,7 +156,7 @@ def test_session_new_maps_scene_frames_through_the_strip_trims(scene, clip):
         assert s.source.num_frames == N and s.backend == "classic"
         # the processing preferences travel with the session, for the CLI and later workers
         assert s.settings == {"max_resolution": 480, "mem_every": 5, "max_memory_frames": 10,
-                              "half_precision": True}
+                              "half_precision": True, "sam2_model": "base_plus"}
     assert bpy.ops.tam.object_add(name="ball") == {"FINISHED"}
     with pytest.raises(RuntimeError, match="outside the strip"):
         bpy.ops.tam.prompt_add(object_id=1, frame=STRIP_START, x=10, y=10)  # trimmed away
@@ -166,6 +166,19 @@ def test_session_new_maps_scene_frames_through_the_strip_trims(scene, clip):
     assert st.scene_start == STRIP_START + 10 + TRIM
     with _open_session(scene) as s:
         assert [(p.frame, p.x, p.y) for p in s.prompts()] == [(5, 60.0, 60.0)]
+
+
+def test_a_sam2_session_takes_the_model_size_preference(scene):
+    """Backend "SAM 2.1" makes a sam2 session whose settings carry the SAM 2.1 size preference."""
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.sam2_model = "tiny"
+    try:
+        assert bpy.ops.tam.session_new(backend="SAM2") == {"FINISHED"}
+    finally:
+        prefs.sam2_model = "base_plus"
+    assert scene.tam.backend == "SAM2"
+    with _open_session(scene) as s:
+        assert s.backend == "sam2" and s.settings["sam2_model"] == "tiny"
 
 
 def test_unsupported_strips_are_refused_with_a_reason(scene, clip):

@@ -466,7 +466,7 @@ def test_tracker_settings_are_the_sessions_own(tmp_path: Path) -> None:
         s.save()
     with Session.open(tmp_path / "s", writable=False) as s:
         assert s.tracker_settings() == {"max_resolution": None, "mem_every": 3, "max_memory_frames": None,
-                                        "half_precision": True}
+                                        "half_precision": True, "sam2_model": None}
 
 
 def test_one_atomic_writer_in_the_tree() -> None:

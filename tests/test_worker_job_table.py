@@ -124,9 +124,9 @@ def test_session_info_shows_the_sessions_tracker_settings(served) -> None:
     w, stream = served
     opened = _events(stream)[0].data
     assert opened["settings"] == {"max_resolution": None, "mem_every": None, "max_memory_frames": None,
-                                  "half_precision": None}
+                                  "half_precision": None, "sam2_model": None}
     assert opened["engine"] == {"device": "auto", "half": False, "refine": False, "sam_model": "vit_b",
-                                "weights": "official"}
+                                "sam2_model": "base_plus", "weights": "official"}
 
 
 def test_undo_prompt_takes_back_the_last_click_only(served) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..device import half_dtype
 from ..xmem.bench import MovingTexture, _size
 from .network import SIZES
 from .tracker import Sam2VideoTracker, build_network
@@ -29,7 +30,7 @@ def run_bench(size: tuple[int, int] = (480, 854), frames: int = 100, objects: in
     """Track `frames` synthetic frames of `size` (H, W) with `objects` objects; fps, peak memory, labels.
 
     fps counts the tracked frames after the keyframe. peak_mem_bytes is the CUDA peak allocated on a GPU
-    and the process's peak resident memory on a CPU. `fast` = bf16/fp16 autocast on CUDA/MPS.
+    and the process's peak resident memory on a CPU. `fast` = the half precision of `models.device.half_dtype` (bf16/fp16 on CUDA; fp32 elsewhere).
     """
     net, label, dev = build_network(model_size, weights, device, image_size)
     video = MovingTexture(size, objects)
@@ -61,10 +62,12 @@ def run_bench(size: tuple[int, int] = (480, 854), frames: int = 100, objects: in
         "frames": n,
         "size": [int(size[0]), int(size[1])],
         "objects": int(objects),
-        "fast": bool(fast and dev.type in ("cuda", "mps")),
+        "fast": half_dtype(dev, fast, prefer_bf16=True) is not None,
     }
     if out["fast"]:
         out.update(half_deviation(str(dev)))
+    elif fast:
+        out["half_note"] = f"no half precision on {dev.type}: it computed in fp32 (models.device.half_dtype)"
     return out
 
 
@@ -94,7 +97,7 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objects", type=int, default=1, help="number of tracked objects (default 1)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default auto)")
     parser.add_argument("--weights", default="synthetic", help="SAM 2.1 checkpoint path or 'synthetic'")
-    parser.add_argument("--fast", action="store_true", help="bf16/fp16 autocast on CUDA/MPS instead of fp32")
+    parser.add_argument("--fast", action="store_true", help="bf16/fp16 autocast on CUDA instead of fp32 (no effect on MPS/CPU)")
     parser.add_argument("--sam2-model", default="tiny", choices=SIZES, help="model size (default tiny)")
     parser.add_argument("--image-size", type=int, default=1024, help="network input size (default 1024)")
 

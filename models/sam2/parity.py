@@ -74,7 +74,7 @@ def _scores(pred: VideoPredictor, state, frame_idx: int, is_cond: bool | None) -
 def run(fixture_dir: Path | str, device: str = "cpu", threads: int | None = 1,
         half: bool = False) -> dict[str, np.ndarray]:
     """Drive the fixture's calls through our predictor; return masks, scores, ids, frames and intermediates.
-    `half` runs under bf16/fp16 autocast on CUDA/MPS (to measure the product's half path against fp32)."""
+    `half` runs under the product's half precision (bf16/fp16 autocast on CUDA, `models.device.half_dtype`) (to measure the product's half path against fp32)."""
     fixture_dir = Path(fixture_dir)
     cfg = json.loads((fixture_dir / "config.json").read_text())
     formula = cfg.get("formula", SYNTHETIC_FORMULA)

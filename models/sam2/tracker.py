@@ -13,12 +13,14 @@
 * `Sam2Segmenter` — the `Segmenter` contract with the SAM 2.1 image predictor's rules (clicks, box,
   mask prompt; multimask for a single click).
 
-fp32 by default (the parity-tested path); ``half=True`` runs under bf16 (or fp16) autocast on CUDA/MPS.
+fp32 by default (the parity-tested path); ``half=True`` autocasts to what `models.device.half_dtype` picks
+(bf16, or fp16 where the GPU lacks bf16, on CUDA only; MPS and the CPU stay fp32, the one device policy).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import Cancelled, InputError
+from ..device import half_dtype, resolve_device
 from ..protocols import SegmentResult, TrackResult
-from ..sam import resolve_device
 from .network import NO_OBJ_SCORE, Sam2, load_network
 from .parity import MEAN, STD
 from .video import COND, NON_COND, VideoPredictor, VideoState
@@ -56,26 +58,23 @@ def to_model_input(frame: np.ndarray, image_size: int, device: torch.device) -> 
 
 def build_network(size: str = "tiny", weights: str | Path = "synthetic", device: str | torch.device = "auto",
                   image_size: int = 1024) -> tuple[Sam2, str, torch.device]:
-    """(network, weights label, device) for a size and a checkpoint path or 'synthetic'."""
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    """(network, weights label, device) for a size and a checkpoint path or 'synthetic' (device: models.device)."""
+    dev = resolve_device(device)
     net, label = load_network(weights, size, image_size, dev)
     return net, label, dev
 
 
 @contextlib.contextmanager
 def precision(device: torch.device, half: bool) -> Iterator[None]:
-    """inference_mode, plus bf16 autocast (fp16 where bf16 is unsupported) when `half` on CUDA/MPS."""
+    """inference_mode, plus autocast to `models.device.half_dtype(device, half, prefer_bf16=True)` when it
+    names a dtype (bf16 on CUDA where supported, else fp16); fp32 everywhere else (MPS and CPU included)."""
+    dtype = half_dtype(device, half, prefer_bf16=True)
     with torch.inference_mode():
-        if half and device.type in ("cuda", "mps"):
-            dtype = torch.bfloat16
-            if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-                dtype = torch.float16
-            if device.type == "mps":
-                dtype = torch.float16
+        if dtype is None:
+            yield
+        else:
             with torch.autocast(device.type, dtype=dtype):
                 yield
-        else:
-            yield
 
 
 @dataclass
@@ -206,16 +205,30 @@ class Sam2VideoTracker:
                     del obj.tracked[t]
 
 
+def _frame_digest(frame: np.ndarray) -> str:
+    """Content key of a frame (shape + pixels), to recognise a reference frame fed again."""
+    h = hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16)
+    h.update(str(frame.shape).encode())
+    return h.hexdigest()
+
+
 class Sam2Propagator:
-    """SAM 2.1 behind the `Propagator` contract: frames are fed in order, references are keyframes."""
+    """SAM 2.1 behind the `Propagator` contract: frames are fed in order, references are keyframes.
+
+    `network` = a `build_network` result shared with a `Sam2Segmenter` (one model in memory).
+    """
 
     name = "sam2"
 
     def __init__(self, size: str = "tiny", weights: str | Path = "synthetic", device: str = "auto",
-                 half: bool = False, image_size: int = 1024, return_probs: bool = False):
-        self.net, self.weights_label, self.device = build_network(size, weights, device, image_size)
+                 half: bool = False, image_size: int = 1024, return_probs: bool = False,
+                 network: tuple[Sam2, str, torch.device] | None = None):
+        self.net, self.weights_label, self.device = network or build_network(size, weights, device, image_size)
         self.synthetic = str(weights) == "synthetic"
         self.half, self.return_probs = bool(half), bool(return_probs)
+        # image features of the last reference frames, by content: every pass of the pipeline starts with
+        # reset() + its keyframe(s), so a keyframe is encoded once, not once per pass (bounded: 2 frames)
+        self._ref_features: OrderedDict[str, object] = OrderedDict()
         self.reset()
 
     def reset(self) -> None:
@@ -253,8 +266,17 @@ class Sam2Propagator:
             raise InputError(f"object ids must be 1..255, got {ids}")
         t = self._push(frame)
         self._check_labels(labels)
+        digest = _frame_digest(frame)
+        feats = self.tracker.state.features
+        if digest in self._ref_features and t not in feats:
+            feats[t] = self._ref_features[digest]  # the video predictor finds them and skips the encoder
         for i in ids:
             self.tracker.add_keyframe(t, i, mask=labels == i)
+        if t in feats:
+            self._ref_features[digest] = feats[t]
+            self._ref_features.move_to_end(digest)
+            while len(self._ref_features) > 2:
+                self._ref_features.popitem(last=False)
         self._last = t
 
     def track(self, frame: np.ndarray) -> TrackResult:
@@ -285,11 +307,13 @@ class Sam2Propagator:
 
 
 class Sam2Segmenter:
-    """SAM 2.1's image predictor behind the `Segmenter` contract (clicks, box, mask prompt)."""
+    """SAM 2.1's image predictor behind the `Segmenter` contract (clicks, box, mask prompt); `network` as
+    for `Sam2Propagator`."""
 
     def __init__(self, size: str = "tiny", weights: str | Path = "synthetic", device: str = "auto",
-                 half: bool = False, image_size: int = 1024, cache: int = 4):
-        self.net, self.weights_label, self.device = build_network(size, weights, device, image_size)
+                 half: bool = False, image_size: int = 1024, cache: int = 4,
+                 network: tuple[Sam2, str, torch.device] | None = None):
+        self.net, self.weights_label, self.device = network or build_network(size, weights, device, image_size)
         self.name = f"sam2_{size}"
         self.synthetic = str(weights) == "synthetic"
         self.half = bool(half)
