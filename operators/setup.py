@@ -38,9 +38,13 @@ WORKER_REQUIREMENTS = (
     "imageio-ffmpeg>=0.5",
     "einops>=0.7",
 )
-# the checkpoints each backend needs (names the worker's `weights list` uses)
-NEURAL_CHECKPOINTS = ("sam_{sam}", "xmem", "e2fgvi_hq")
-CHECKPOINT_LABELS = {"sam": "SAM", "xmem": "XMem", "e2fgvi_hq": "E2FGVI-HQ"}
+# the checkpoints each network backend needs (names the worker's `weights list` uses)
+BACKEND_CHECKPOINTS = {
+    "NEURAL": ("sam_{sam}", "xmem", "e2fgvi_hq"),
+    "SAM2": ("sam2.1_{sam2}", "e2fgvi_hq"),
+}
+BACKEND_LABELS = {"NEURAL": "Neural", "SAM2": "SAM 2.1"}
+CHECKPOINT_LABELS = {"sam": "SAM", "xmem": "XMem", "e2fgvi_hq": "E2FGVI-HQ", "sam2.1": "SAM 2.1"}
 
 
 @dataclass
@@ -169,12 +173,17 @@ def cancel_all() -> bool:
 # --------------------------------------------------------------------------- status
 
 
+def network_backend(s: runtime.Settings) -> str:
+    """The network backend the preferences point at (the classic one needs no checkpoint)."""
+    return s.backend if s.backend in BACKEND_CHECKPOINTS else "NEURAL"
+
+
 def checkpoint_status(s: runtime.Settings) -> tuple[list[str], list[str]]:
-    """(installed, missing) checkpoint names of the neural backend in the checkpoint folder."""
+    """(installed, missing) checkpoint names of the preferred network backend in the checkpoint folder."""
     states = checkpoint_states(runtime.worker_python(s), s.checkpoint_dir)
     installed, missing = [], []
-    for name in NEURAL_CHECKPOINTS:
-        name = name.format(sam=s.sam_model)
+    for name in BACKEND_CHECKPOINTS[network_backend(s)]:
+        name = name.format(sam=s.sam_model, sam2=s.sam2_model)
         (installed if states.get(name) == "installed" else missing).append(name)
     return installed, missing
 
@@ -255,7 +264,8 @@ def checkpoint_states_from_worker_cli(python: str, folder: str) -> dict[str, str
 
 
 def _label(name: str) -> str:
-    return CHECKPOINT_LABELS.get(name.split("_vit")[0], name)
+    key = "sam2.1" if name.startswith("sam2.1_") else name.split("_vit")[0]
+    return CHECKPOINT_LABELS.get(key, name)
 
 
 def status_line(s: runtime.Settings) -> str:
@@ -268,9 +278,9 @@ def status_line(s: runtime.Settings) -> str:
     if missing:
         what = ", ".join(_label(m) for m in missing)
         plural = "s" if len(missing) > 1 else ""
-        parts.append(f"Neural: {what} checkpoint{plural} missing — click Download.")
+        parts.append(f"{BACKEND_LABELS[network_backend(s)]}: {what} checkpoint{plural} missing — click Download.")
     else:
-        parts.append("Neural: ready.")
+        parts.append(f"{BACKEND_LABELS[network_backend(s)]}: ready.")
     if runtime.RT.client is not None and runtime.RT.client.alive:
         info = runtime.RT.client.info
         devices = info.get("devices") or info.get("device") or ""
@@ -467,7 +477,7 @@ def draw_env_buttons(layout) -> None:
 
 
 class TAM_OT_weights_download(bpy.types.Operator):
-    """Download and verify the official checkpoints of the neural backend"""
+    """Download and verify the official checkpoints of the preferred network backend (Neural or SAM 2.1)"""
 
     bl_idname = "tam.weights_download"
     bl_label = "Download Checkpoints"

@@ -325,6 +325,13 @@ def test_preferences_status_and_offline_download_refusal(addon):
     line = setup.status_line(runtime.settings(bpy.context))
     assert line.startswith("Ready: classic backend.")
     assert "checkpoints missing — click Download" in line and "XMem" in line
+    kept = addon.backend
+    addon.backend = "SAM2"  # the SAM 2.1 backend needs its own checkpoint, not XMem's
+    try:
+        line = setup.status_line(runtime.settings(bpy.context))
+    finally:
+        addon.backend = kept
+    assert "SAM 2.1: SAM 2.1, E2FGVI-HQ checkpoints missing" in line and "XMem" not in line
     assert not bpy.app.online_access
     with pytest.raises(RuntimeError, match="Online access is off"):
         bpy.ops.tam.weights_download()

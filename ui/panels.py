@@ -82,6 +82,7 @@ class _Main:
             layout.label(text="Select a movie or image strip (or open a clip here), then:")
             row = layout.row(align=True)
             row.operator("tam.session_new", text="New Session (Neural)").backend = "NEURAL"
+            row.operator("tam.session_new", text="SAM 2.1").backend = "SAM2"
             row.operator("tam.session_new", text="Classic").backend = "CLASSIC"
             return
         runtime.warm_up(context, state)
