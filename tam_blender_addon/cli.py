@@ -303,18 +303,8 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
                    help="fp16 XMem and E2FGVI on a GPU: about twice as fast, results within ~1e-2 of fp32")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `tam` argument parser."""
-    ap = argparse.ArgumentParser(prog="tam", description="Track Anything: click, track, matte and remove objects in video.")
-    ap.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("info", help="describe a video file or image sequence")
-    p.add_argument("video")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info)
-
+def _add_track_parser(sub) -> None:
+    """`tam track`: prompts on keyframes, then tracking into a session."""
     p = sub.add_parser("track", help="segment from clicks/boxes and track through the clip into a session")
     p.add_argument("video")
     p.add_argument("--session", required=True, help="session folder (created if missing)")
@@ -330,6 +320,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-refine", dest="refine", action="store_false")
     _add_backend_args(p)
     p.set_defaults(func=cmd_track)
+
+
+def _add_bench_parser(sub) -> None:
+    """`tam bench`: speed and memory of one network."""
+    p = sub.add_parser("bench", help="measure speed and memory of a network")
+    p.add_argument("model", choices=["xmem", "e2fgvi", "sam", "sam2"])
+    p.add_argument("--size", default="480x854", help="HxW")
+    p.add_argument("--frames", type=int, default=100)
+    p.add_argument("--objects", type=int, default=1)
+    p.add_argument("--weights", default="synthetic")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--fast", action="store_true", help="autocast (bf16/fp16) fast path on CUDA")
+    p.add_argument("--sam-model", default="vit_h", choices=["vit_b", "vit_l", "vit_h"])
+    p.add_argument("--sam2-model", default=None, choices=["tiny", "small", "base_plus", "large"],
+                   help="SAM 2.1 size for `bench sam2` (default tiny); --fast also prints half-vs-fp32 on the fixture")
+    p.add_argument("--image-size", type=int, default=1024, help="SAM 2.1 input size for `bench sam2` (default 1024)")
+    p.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `tam` argument parser."""
+    ap = argparse.ArgumentParser(prog="tam", description="Track Anything: click, track, matte and remove objects in video.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="describe a video file or image sequence")
+    p.add_argument("video")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    _add_track_parser(sub)
 
     p = sub.add_parser("export", help="write the session's mattes")
     p.add_argument("session")
@@ -369,19 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_args(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="measure speed and memory of a network")
-    p.add_argument("model", choices=["xmem", "e2fgvi", "sam", "sam2"])
-    p.add_argument("--size", default="480x854", help="HxW")
-    p.add_argument("--frames", type=int, default=100)
-    p.add_argument("--objects", type=int, default=1)
-    p.add_argument("--weights", default="synthetic")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--fast", action="store_true", help="autocast (bf16/fp16) fast path on CUDA")
-    p.add_argument("--sam-model", default="vit_h", choices=["vit_b", "vit_l", "vit_h"])
-    p.add_argument("--sam2-model", default=None, choices=["tiny", "small", "base_plus", "large"],
-                   help="SAM 2.1 size for `bench sam2` (default tiny); --fast also prints half-vs-fp32 on the fixture")
-    p.add_argument("--image-size", type=int, default=1024, help="SAM 2.1 input size for `bench sam2` (default 1024)")
-    p.set_defaults(func=cmd_bench)
+    _add_bench_parser(sub)
 
     from .cli_weights import add_weights_parser
 
