@@ -138,12 +138,19 @@ def _add_span_layer(mask, fcurves, name: str, span: dict, zero: int) -> tuple[bp
         spline.points.foreach_set("co", per_frame[0])
         for point in spline.points:
             point.handle_left_type = point.handle_right_type = "VECTOR"
+        weights = np.asarray(spline_doc.get("weights", []), dtype=np.float32)  # feather where the edge is soft
+        feathered = weights.size and weights.any()
+        if feathered:
+            layer.falloff = "ROOT"  # measured in 5.0.1: "ROOT" ramps linearly ("LINEAR" renders (1 - d/F)^2)
+            spline.points.foreach_set("weight", weights[0])
         if len(frames) < 2:
             continue
         for i in range(count):
-            ppath = f"{lpath}.splines[{s_index}].points[{i}].co"
-            _add_keys(fcurves, ppath, 0, frames, per_frame[:, 2 * i], _LINEAR)
-            _add_keys(fcurves, ppath, 1, frames, per_frame[:, 2 * i + 1], _LINEAR)
+            ppath = f"{lpath}.splines[{s_index}].points[{i}]"
+            _add_keys(fcurves, ppath + ".co", 0, frames, per_frame[:, 2 * i], _LINEAR)
+            _add_keys(fcurves, ppath + ".co", 1, frames, per_frame[:, 2 * i + 1], _LINEAR)
+            if feathered:
+                _add_keys(fcurves, ppath + ".weight", 0, frames, weights[:, i], _LINEAR)
     flat = np.concatenate(values, axis=1) if values else np.zeros((len(frames), 0), np.float32)
     digests = {str(span["start"] + t): points_digest(flat[t]) for t in range(len(frames))}
     return layer, digests
