@@ -628,13 +628,20 @@ def _smooth_ring(values: np.ndarray, k: int = 2) -> np.ndarray:
     return med[idx].mean(axis=1)
 
 
-def feather_ring(alpha: np.ndarray, matte: np.ndarray, ring: np.ndarray, longer: int) -> tuple[np.ndarray, np.ndarray]:
+def half_thickness(matte: np.ndarray) -> np.ndarray:
+    """Per pixel, about half the local width of the matte (a feathered point moves in by at most that)."""
+    inside = cv2.distanceTransform(np.ascontiguousarray(matte, np.uint8), cv2.DIST_L2, 3)
+    return 0.5 * cv2.dilate(inside, np.ones((5, 5), np.uint8))
+
+
+def feather_ring(alpha: np.ndarray, thickness: np.ndarray, ring: np.ndarray,
+                 longer: int) -> tuple[np.ndarray, np.ndarray]:
     """Move an outer ring's points to the soft band's inner edge and give them Blender feather weights.
 
     Blender feathers a clockwise spline outwards by ``weight x longer side`` px, falling off
     linearly with the layer falloff "ROOT" (set on the Blender side): a point moved in by the band's half-width w with
     a feather of 2w renders the ramp centred where the outline was. Sharp points (band below
-    `FEATHER_MIN`) stay put with weight 0; the move is capped by the matte's local thickness.
+    `FEATHER_MIN`) stay put with weight 0; the move is capped by `thickness` (`half_thickness`).
     """
     normals = _outward_normals(ring)
     edge = ring + 0.5 * normals  # the traced ring runs through boundary pixel centres, half a pixel in
@@ -642,10 +649,9 @@ def feather_ring(alpha: np.ndarray, matte: np.ndarray, ring: np.ndarray, longer:
     # even on a step edge; Blender's own anti-aliased rim gives that softness already
     w = np.maximum(_smooth_ring(soft_band(alpha, edge)) - 0.5 * FEATHER_BIAS, 0.0)
     w = np.where(2.0 * w >= FEATHER_MIN, w, 0.0)
-    inside = cv2.distanceTransform(np.ascontiguousarray(matte, np.uint8), cv2.DIST_L2, 3)
-    xi = np.clip(ring[:, 0].astype(int), 0, matte.shape[1] - 1)
-    yi = np.clip(ring[:, 1].astype(int), 0, matte.shape[0] - 1)
-    w = np.minimum(w, 0.5 * cv2.dilate(inside, np.ones((5, 5), np.uint8))[yi, xi])
+    xi = np.clip(ring[:, 0].astype(int), 0, thickness.shape[1] - 1)
+    yi = np.clip(ring[:, 1].astype(int), 0, thickness.shape[0] - 1)
+    w = np.minimum(w, thickness[yi, xi])
     moved = np.where((w > 0)[:, None], edge - normals * w[:, None], ring)
     return moved, (2.0 * w / float(longer)).astype(np.float64)
 
@@ -665,11 +671,11 @@ def add_feather(session, obj: int, span_doc: dict, tracks: list[np.ndarray]) -> 
         soft = session.read_alpha(frame, rec.labels) if rec is not None else None
         if not soft or obj not in soft:
             continue
-        matte = rec.labels == obj
+        thickness = half_thickness(rec.labels == obj)
         for spline, track in zip(span_doc["splines"], tracks, strict=True):
             if spline["hole"]:
                 continue
-            moved, weights = feather_ring(soft[obj], matte, track[t], longer)
+            moved, weights = feather_ring(soft[obj], thickness, track[t], longer)
             if not weights.any():
                 continue
             spline["points"][t] = np.round(to_mask_space(moved + OFF_GRID, width, height), 6).reshape(-1).tolist()
