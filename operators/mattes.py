@@ -1,8 +1,8 @@
 """Outputs: Mask datablocks, matte image strips, a compositor setup, and object removal.
 
 ``tam.mattes_write(targets={'MASK', 'IMAGE_STRIP', 'COMPOSITOR'})`` asks the worker for
-what each target needs (``shapes`` for the Mask, ``export`` for image sequences) and
-builds the Blender side when the result arrives. ``tam.objects_remove`` inpaints the
+what each target needs (``shapes`` for the Mask, ``export`` of the soft alpha for the
+image strips and the compositor) and builds the Blender side when the result arrives. ``tam.objects_remove`` inpaints the
 objects away in the worker and adds the result as an image strip above the source.
 """
 

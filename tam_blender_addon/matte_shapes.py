@@ -23,6 +23,10 @@ frame side (`rim_compensation`), and written points sit `OFF_GRID` px off the pi
 centres. A rendered Mask then matches its matte pixel for pixel on 4:3, 3:4 and square
 frames; wide frames lose a few pixels on thin parts.
 
+Soft edges: where the session holds a soft alpha (motion blur), `add_feather` moves outer
+ring points to the soft band's inner edge and gives them a Blender feather weight reaching
+its outer edge (``weights`` in the document); sharp edges keep weight 0.
+
 Imports numpy and OpenCV only (no bpy, no torch).
 """
 
