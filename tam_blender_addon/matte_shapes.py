@@ -589,12 +589,17 @@ FEATHER_MIN = 1.5  # px: narrower bands (antialiasing) get no feather; Blender's
 FEATHER_BIAS = 1.0  # px of band `soft_band` reads on a sharp edge (see `feather_ring`)
 
 
-def _outward_normals(ring: np.ndarray) -> np.ndarray:
-    """Unit normals pointing away from the filled side (the filled side is left of travel, y down)."""
+def _outward_normals(ring: np.ndarray, k: int = 3) -> np.ndarray:
+    """Unit normals pointing away from the filled side (the filled side is left of travel, y down).
+
+    Averaged over the 2k edges around each point: a traced outline is a pixel staircase, and
+    points moved along per-edge normals would zig-zag (Blender then drops a feathered fill).
+    """
     edge = np.roll(ring, -1, axis=0) - ring
     length = np.maximum(np.linalg.norm(edge, axis=1, keepdims=True), 1e-9)
     left = np.stack([-edge[:, 1], edge[:, 0]], axis=1) / length
-    mean = left + np.roll(left, 1, axis=0)  # the edges into and out of each point
+    k = max(1, min(k, len(ring) // 4))
+    mean = sum(np.roll(left, j, axis=0) for j in range(-k + 1, k + 1))  # the edges around each point
     mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-9)
     return -mean
 
@@ -612,11 +617,12 @@ def soft_band(alpha: np.ndarray, ring: np.ndarray, reach: float = FEATHER_REACH)
     inside = ring[:, None, :] - n[:, None, :] * s[None, :, None] - 0.5
     a = np.ascontiguousarray(alpha, dtype=np.float32)
 
-    def sample(p: np.ndarray) -> np.ndarray:
+    def sample(p: np.ndarray, beyond: float) -> np.ndarray:  # `beyond`: the value outside the frame
         return cv2.remap(a, np.ascontiguousarray(p[..., 0], np.float32), np.ascontiguousarray(p[..., 1], np.float32),
-                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=beyond)
 
-    out_prof, in_prof = sample(outside), 1.0 - sample(inside)
+    # the frame's edge cuts the object sharply: outwards it reads as 0, inwards as 1
+    out_prof, in_prof = sample(outside, 0.0), 1.0 - sample(inside, 1.0)
     # stop each profile where it first reaches its side's value (another object or edge may follow)
     out_prof *= np.cumprod(out_prof > 0.02, axis=1)
     in_prof *= np.cumprod(in_prof > 0.02, axis=1)
@@ -633,9 +639,8 @@ def _smooth_ring(values: np.ndarray, k: int = 2) -> np.ndarray:
 
 
 def half_thickness(matte: np.ndarray) -> np.ndarray:
-    """Per pixel, about half the local width of the matte (a feathered point moves in by at most that)."""
-    inside = cv2.distanceTransform(np.ascontiguousarray(matte, np.uint8), cv2.DIST_L2, 3)
-    return 0.5 * cv2.dilate(inside, np.ones((5, 5), np.uint8))
+    """Per pixel inside the matte, its distance to the outside; along a normal its maximum is half the local width."""
+    return cv2.distanceTransform(np.ascontiguousarray(matte, np.uint8), cv2.DIST_L2, 3)
 
 
 def feather_ring(alpha: np.ndarray, thickness: np.ndarray, ring: np.ndarray,
@@ -653,11 +658,38 @@ def feather_ring(alpha: np.ndarray, thickness: np.ndarray, ring: np.ndarray,
     # even on a step edge; Blender's own anti-aliased rim gives that softness already
     w = np.maximum(_smooth_ring(soft_band(alpha, edge)) - 0.5 * FEATHER_BIAS, 0.0)
     w = np.where(2.0 * w >= FEATHER_MIN, w, 0.0)
-    xi = np.clip(ring[:, 0].astype(int), 0, thickness.shape[1] - 1)
-    yi = np.clip(ring[:, 1].astype(int), 0, thickness.shape[0] - 1)
-    w = np.minimum(w, thickness[yi, xi])
+    # a thin part: move in by at most half its width (the deepest point along the inward normal)
+    s = np.arange(0.5, FEATHER_REACH, 1.0, dtype=np.float32)
+    ray = edge[:, None, :] - normals[:, None, :] * s[None, :, None] - 0.5
+    depth = cv2.remap(np.ascontiguousarray(thickness, np.float32), np.ascontiguousarray(ray[..., 0], np.float32),
+                      np.ascontiguousarray(ray[..., 1], np.float32), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    w = np.minimum(w, depth.max(axis=1))
     moved = np.where((w > 0)[:, None], edge - normals * w[:, None], ring)
     return moved, (2.0 * w / float(longer)).astype(np.float64)
+
+
+def is_simple_ring(ring: np.ndarray) -> bool:
+    """True if no two non-adjacent edges of the closed ring cross (Blender drops a feathered fill that does)."""
+    p = np.asarray(ring, dtype=np.float64)
+    n = len(p)
+    if n < 4:
+        return True
+    a, b = p, np.roll(p, -1, axis=0)
+    d = b - a
+
+    def cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+    # edge i against edge j: proper crossings only
+    s1 = cross(d[:, None, :], a[None, :, :] - a[:, None, :])
+    s2 = cross(d[:, None, :], b[None, :, :] - a[:, None, :])
+    s3 = cross(d[None, :, :], a[:, None, :] - a[None, :, :])
+    s4 = cross(d[None, :, :], b[:, None, :] - a[None, :, :])
+    hit = (s1 * s2 < 0) & (s3 * s4 < 0)
+    i, j = np.triu_indices(n, 2)
+    keep = ~((i == 0) & (j == n - 1))  # the first and the last edge share a point
+    return not hit[i[keep], j[keep]].any()
 
 
 def add_feather(session, obj: int, span_doc: dict, tracks: list[np.ndarray]) -> None:
@@ -682,6 +714,9 @@ def add_feather(session, obj: int, span_doc: dict, tracks: list[np.ndarray]) -> 
             moved, weights = feather_ring(soft[obj], thickness, track[t], longer)
             if not weights.any():
                 continue
+            outer = moved + _outward_normals(moved) * (weights * longer)[:, None]  # where the feather ends
+            if not (is_simple_ring(moved) and is_simple_ring(outer)):
+                continue  # this frame's spline stays unfeathered rather than risk a broken fill
             spline["points"][t] = np.round(to_mask_space(moved + OFF_GRID, width, height), 6).reshape(-1).tolist()
             if "weights" not in spline:  # only feathered splines carry weights (0 elsewhere)
                 spline["weights"] = np.zeros((len(track), track.shape[1])).tolist()
