@@ -48,11 +48,34 @@ def _spline_arrays(spline) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return arrays[0], arrays[1], arrays[2]
 
 
-def read_splines(layer) -> list[BezierSpline]:
-    """The layer's splines as they are now; VECTOR handles computed the way Blender does."""
+def half_feather_offset(spline, co: np.ndarray, rim: float = 0.0) -> np.ndarray:
+    """Per point, the move from a feathered spline's point to its feather's middle (coverage 0.5), mask space.
+
+    A feathered point (see `matte_shapes.feather_ring`) sits at the soft band's inner edge and
+    feathers outwards by ``weight`` (mask units, clockwise splines): the matte's edge is half
+    of that out, along the outward normal (the left of travel, y up), less `rim` (mask units)
+    for a raster that grows every outline by Blender's hard rim (`rasterize_layer`).
+    """
+    weights = np.empty(len(co), dtype=np.float32)
+    spline.points.foreach_get("weight", weights)
+    if not weights.any() or len(co) < 3 or not spline.use_cyclic:
+        return np.zeros_like(co)
+    edge = np.roll(co, -1, axis=0) - co
+    left = np.stack([-edge[:, 1], edge[:, 0]], axis=1) / np.maximum(np.linalg.norm(edge, axis=1, keepdims=True), 1e-12)
+    normal = left + np.roll(left, 1, axis=0)
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    return normal * np.where(weights > 0, 0.5 * weights.astype(np.float64) - rim, 0.0)[:, None]
+
+
+def read_splines(layer, longer: int = 0) -> list[BezierSpline]:
+    """The layer's splines as the matte they draw: VECTOR handles computed the way Blender does, a
+    feathered spline taken at its feather's middle (coverage 0.5) less half a pixel of the `longer`
+    frame side (the rim `rasterize_layer` adds); `longer` 0: at the middle."""
     out = []
     for spline in layer.splines:
         left, co, right = _spline_arrays(spline)
+        move = half_feather_offset(spline, co, 0.5 / longer if longer else 0.0)
+        left, co, right = left + move, co + move, right + move
         vl, vr = vector_handles(co, spline.use_cyclic)
         for i, point in enumerate(spline.points):
             if point.handle_left_type == "VECTOR":
@@ -164,7 +187,7 @@ def keyframe_from_mask(context, state, obj: int, src: int) -> str:
     matte = np.zeros((h, w), dtype=bool)
     for name in names:
         layer = mask.layers[name]
-        matte |= rasterize_layer(read_splines(layer), w, h, fill_holes=bool(layer.use_fill_holes))
+        matte |= rasterize_layer(read_splines(layer, max(w, h)), w, h, fill_holes=bool(layer.use_fill_holes))
     if not matte.any():
         raise InputError(f"the edited shape of object {obj} on frame {frame} covers no pixel")
     # key the edited points on this frame, so they stay when the frame changes

@@ -1,8 +1,8 @@
 """Outputs: Mask datablocks, matte image strips, a compositor setup, and object removal.
 
 ``tam.mattes_write(targets={'MASK', 'IMAGE_STRIP', 'COMPOSITOR'})`` asks the worker for
-what each target needs (``shapes`` for the Mask, ``export`` for image sequences) and
-builds the Blender side when the result arrives. ``tam.objects_remove`` inpaints the
+what each target needs (``shapes`` for the Mask, ``export`` of the soft alpha for the
+image strips and the compositor) and builds the Blender side when the result arrives. ``tam.objects_remove`` inpaints the
 objects away in the worker and adds the result as an image strip above the source.
 """
 
@@ -139,12 +139,19 @@ def _add_span_layer(mask, fcurves, name: str, span: dict, zero: int) -> tuple[bp
         spline.points.foreach_set("co", per_frame[0])
         for point in spline.points:
             point.handle_left_type = point.handle_right_type = "VECTOR"
+        weights = np.asarray(spline_doc.get("weights", []), dtype=np.float32)  # feather where the edge is soft
+        feathered = weights.size and weights.any()
+        if feathered:
+            layer.falloff = "ROOT"  # measured in 5.0.1: "ROOT" ramps linearly ("LINEAR" renders (1 - d/F)^2)
+            spline.points.foreach_set("weight", weights[0])
         if len(frames) < 2:
             continue
         for i in range(count):
-            ppath = f"{lpath}.splines[{s_index}].points[{i}].co"
-            _add_keys(fcurves, ppath, 0, frames, per_frame[:, 2 * i], _LINEAR)
-            _add_keys(fcurves, ppath, 1, frames, per_frame[:, 2 * i + 1], _LINEAR)
+            ppath = f"{lpath}.splines[{s_index}].points[{i}]"
+            _add_keys(fcurves, ppath + ".co", 0, frames, per_frame[:, 2 * i], _LINEAR)
+            _add_keys(fcurves, ppath + ".co", 1, frames, per_frame[:, 2 * i + 1], _LINEAR)
+            if feathered:
+                _add_keys(fcurves, ppath + ".weight", 0, frames, weights[:, i], _LINEAR)
     flat = np.concatenate(values, axis=1) if values else np.zeros((len(frames), 0), np.float32)
     digests = {str(span["start"] + t): points_digest(flat[t]) for t in range(len(frames))}
     return layer, digests
@@ -331,15 +338,72 @@ def _matte_groups(out: Path) -> list[tuple[str, list[tuple[int, Path]]]]:
     return groups
 
 
+def load_as_matte(strip, kind: str, scene=None) -> None:
+    """Make an output strip read as what it holds: soft alpha values as they are, RGBA as premultiplied.
+
+    An alpha sequence is declared to be in the sequencer's own colour space (`scene`'s), so
+    no conversion touches its values: a strip modifier masked by it mixes by exactly the
+    alpha (measured in 5.0.1: "Non-Color" is converted into the sRGB sequencer space, 0.5
+    masking as 0.76). The RGBA foreground is premultiplied, the ProRes movie straight.
+    """
+    if kind in ("alpha", "exr", "png"):
+        space = scene.sequencer_colorspace_settings.name if scene is not None else "sRGB"
+        strip.colorspace_settings.name = space
+    elif kind == "rgba":
+        strip.alpha_mode = "PREMUL"
+    elif kind == "prores":
+        strip.alpha_mode = "STRAIGHT"
+
+
 # --------------------------------------------------------------------------- compositor
 
 
-def build_compositor(scene, mask: bpy.types.Mask) -> bpy.types.Scene:
-    """A scene "<strip> Matte" whose compositor cuts the source out with the Mask.
+def _math(nodes, operation: str, new_api: bool):
+    """A float Math node (ShaderNodeMath in the 5.0 compositor, CompositorNodeMath before)."""
+    node = nodes.new("ShaderNodeMath" if new_api else "CompositorNodeMath")
+    node.operation = operation
+    return node
 
-    Outputs: the source with the matte as alpha, the hold-out (inverted matte as alpha)
-    and the matte itself. Blender 5.0 uses a compositing node group with a Group Output;
-    4.2-4.5 use ``scene.node_tree`` with Composite and Viewer nodes.
+
+def soft_alpha_node(nodes, links, sequences: dict[int, list[tuple[int, Path]]], zero: int, new_api: bool):
+    """Image nodes on each object's soft alpha sequence, joined by maximum; its float output socket.
+
+    `sequences` maps object id -> (source index, file) of consecutive frames; source index i
+    shows at scene frame ``zero + i`` (the node's frame offset maps scene frames to file numbers).
+    """
+    out = None
+    for k, (oid, files) in enumerate(sorted(sequences.items())):
+        img = bpy.data.images.load(str(files[0][1]), check_existing=False)
+        img.name = f"alpha {oid}"
+        img.source = "SEQUENCE"
+        img.colorspace_settings.name = "Non-Color"  # coverage, not a picture
+        node = nodes.new("CompositorNodeImage")
+        node.image = img
+        node.frame_duration = len(files)
+        node.frame_start = zero + files[0][0]
+        node.frame_offset = files[0][0] - 1  # scene frame_start shows file number files[0][0]
+        node.location = (-900, -450 - 250 * k)
+        socket = node.outputs["Image"]  # grey: colour -> float keeps the value
+        if out is None:
+            out = socket
+            continue
+        join = _math(nodes, "MAXIMUM", new_api)
+        join.location = (-650, -450 - 250 * k)
+        links.new(out, join.inputs[0])
+        links.new(socket, join.inputs[1])
+        out = join.outputs[0]
+    return out
+
+
+def build_compositor(scene, mask: bpy.types.Mask,
+                     alphas: dict[int, list[tuple[int, Path]]] | None = None) -> bpy.types.Scene:
+    """A scene "<strip> Matte" whose compositor cuts the source out with the soft matte.
+
+    The matte is the session's soft alpha (`alphas`: each object's exported alpha
+    sequence, see `soft_alpha_node`) where given, else the Mask. Outputs: the source with
+    the matte as alpha, the hold-out (inverted matte as alpha) and the matte itself.
+    Blender 5.0 uses a compositing node group with a Group Output; 4.2-4.5 use
+    ``scene.node_tree`` with Composite and Viewer nodes.
     """
     state = scene.tam
     comp = bpy.data.scenes.get(f"{state.strip_name} Matte") or bpy.data.scenes.new(f"{state.strip_name} Matte")
@@ -357,12 +421,17 @@ def build_compositor(scene, mask: bpy.types.Mask) -> bpy.types.Scene:
             source_path = session.source.path if session.source.kind == "video" else session.source.files[0]
         clip = bpy.data.movieclips.load(source_path, check_existing=True)
         clip.frame_start = zero_frame(scene)
+    matte_tree(comp, clip, mask, alphas, zero_frame(scene))
+    return comp
 
+
+def matte_tree(comp, clip, mask: bpy.types.Mask | None, alphas: dict[int, list[tuple[int, Path]]] | None,
+               zero: int) -> None:
+    """The node setup of `build_compositor` in the scene `comp`: cut-out, hold-out and matte of `clip`."""
     new_api = bpy.app.version >= (5, 0, 0)
     if new_api:
-        tree = bpy.data.node_groups.get(f"{mask.name} Matte")
-        if tree is None:
-            tree = bpy.data.node_groups.new(f"{mask.name} Matte", "CompositorNodeTree")
+        name = f"{mask.name if mask is not None else comp.name} Matte"
+        tree = bpy.data.node_groups.get(name) or bpy.data.node_groups.new(name, "CompositorNodeTree")
         comp.compositing_node_group = tree
     else:
         comp.use_nodes = True
@@ -372,26 +441,26 @@ def build_compositor(scene, mask: bpy.types.Mask) -> bpy.types.Scene:
     src = nodes.new("CompositorNodeMovieClip")
     src.clip = clip
     src.location = (-600, 0)
-    mnode = nodes.new("CompositorNodeMask")
-    mnode.mask = mask
-    mnode.location = (-600, -300)
+    matte = None
+    if mask is not None:  # kept for editing even when the soft alpha drives the outputs
+        mnode = nodes.new("CompositorNodeMask")
+        mnode.mask = mask
+        mnode.location = (-600, -300)
+        matte = mnode.outputs[0]
+    if alphas:
+        matte = soft_alpha_node(nodes, links, alphas, zero, new_api)
+    if matte is None:
+        raise SessionError("the compositor needs a Mask or the soft alpha sequences")
     cut = nodes.new("CompositorNodeSetAlpha")
     cut.location = (-200, 100)
     hold = nodes.new("CompositorNodeSetAlpha")
     hold.location = (-200, -150)
-    if new_api:
-        inv = nodes.new("ShaderNodeMath")
-        inv.operation = "SUBTRACT"
-        inv.inputs[0].default_value = 1.0
-        links.new(mnode.outputs[0], inv.inputs[1])
-    else:
-        inv = nodes.new("CompositorNodeMath")
-        inv.operation = "SUBTRACT"
-        inv.inputs[0].default_value = 1.0
-        links.new(mnode.outputs[0], inv.inputs[1])
+    inv = _math(nodes, "SUBTRACT", new_api)
+    inv.inputs[0].default_value = 1.0
+    links.new(matte, inv.inputs[1])
     inv.location = (-400, -250)
     links.new(src.outputs["Image"], cut.inputs["Image"])
-    links.new(mnode.outputs[0], cut.inputs["Alpha"])
+    links.new(matte, cut.inputs["Alpha"])
     links.new(src.outputs["Image"], hold.inputs["Image"])
     links.new(inv.outputs[0], hold.inputs["Alpha"])
     if new_api:
@@ -402,7 +471,7 @@ def build_compositor(scene, mask: bpy.types.Mask) -> bpy.types.Scene:
         out.location = (200, 0)
         links.new(cut.outputs[0], out.inputs["Image"])
         links.new(hold.outputs[0], out.inputs["Hold-out"])
-        links.new(mnode.outputs[0], out.inputs["Matte"])
+        links.new(matte, out.inputs["Matte"])
     else:
         out = nodes.new("CompositorNodeComposite")
         out.location = (200, 0)
@@ -410,7 +479,6 @@ def build_compositor(scene, mask: bpy.types.Mask) -> bpy.types.Scene:
         viewer = nodes.new("CompositorNodeViewer")
         viewer.location = (200, -200)
         links.new(hold.outputs[0], viewer.inputs["Image"])
-    return comp
 
 
 # --------------------------------------------------------------------------- operators
@@ -468,12 +536,17 @@ class TAM_OT_mattes_write(_JobOperator, bpy.types.Operator):
                 rec = None  # the source moved in time since: every key moves, so write all anew
             params = {"out": str(out)} if rec is None else {"out": str(out), "known": rec.get("digests", {})}
             steps.append(runtime.Step("shapes", params, lambda sc, res: _after_shapes(sc, out, targets, rec)))
-        if "IMAGE_STRIP" in targets:
-            fmt = "exr" if state.matte_exr else "png"
+        frames = list(range(state.source_start, state.source_start + state.length))
+        if targets & {"IMAGE_STRIP", "COMPOSITOR"}:  # the soft alpha: strips, and the compositor's matte
+            fmt = "exr" if state.matte_exr else "alpha"
             folder = _output_dir(state, f"mattes_{fmt}", fresh=True)
-            frames = list(range(state.source_start, state.source_start + state.length))
             steps.append(runtime.Step("export", {"format": fmt, "out": str(folder), "frames": frames},
-                                      lambda sc, res: _after_export(sc, folder)))
+                                      lambda sc, res: _after_export(sc, folder, fmt, targets)))
+        if "IMAGE_STRIP" in targets:
+            for kind in sorted(k.lower() for k in state.matte_extra):
+                extra = _output_dir(state, f"mattes_{kind}", fresh=True)
+                steps.append(runtime.Step("export", {"format": kind, "out": str(extra), "frames": frames},
+                                          lambda sc, res, d=extra, k=kind: _after_export(sc, d, k, {"IMAGE_STRIP"})))
         runtime.start_job(context.scene, "Writing mattes", steps, summary=lambda parts: "wrote " + ", ".join(parts))
         return self.finish_job(context)
 
@@ -497,24 +570,56 @@ def _after_shapes(scene, out: Path, targets: set[str], rec: dict | None) -> str:
     show_in_clip_editors(mask, session_clip(st))
     q = doc.get("quality", {})
     done = [f"mask {mask.name!r}" + (f" (fit IoU >= {q['min_iou']:.3f})" if q.get("min_iou") else "")]
-    if "COMPOSITOR" in targets:
-        done.append(f"compositor scene {build_compositor(scene, mask).name!r}")
-    return ", ".join(done)
+    return ", ".join(done)  # the compositor follows the soft alpha's export (`_after_export`)
 
 
-def _after_export(scene, out: Path) -> str:
-    """The matte images arrived: add them as muted strips above the source; what was made."""
+# what each kind of output strip is called after: "<strip> matte <object>"
+STRIP_WORDS = {"alpha": "matte", "exr": "matte", "png": "matte", "rgba": "foreground", "prores": "prores"}
+
+
+def _after_export(scene, out: Path, kind: str = "alpha", targets: set[str] | frozenset = frozenset({"IMAGE_STRIP"})) -> str:
+    """An export arrived: add it as muted strips above the source and/or build the compositor; what was made."""
+    st = scene.tam
+    if kind == "prores":
+        return _add_movie_strips(scene, out)
     groups = _matte_groups(out)
     if not groups:
         raise SessionError(f"the worker wrote no matte images into {out}")
     done = []
-    for label, files in groups:
-        obj = scene.tam.object_by_id(int(label)) if label.isdigit() else None
-        name = f"{scene.tam.strip_name} matte {obj.name if obj else label}"
+    if "IMAGE_STRIP" in targets:
+        for label, files in groups:
+            obj = st.object_by_id(int(label)) if label.isdigit() else None
+            name = f"{st.strip_name} {STRIP_WORDS.get(kind, 'matte')} {obj.name if obj else label}"
+            _replace_strip(scene, name)
+            strip = add_image_strip(scene, name, files, _source_strip_channel(scene))
+            load_as_matte(strip, kind, scene)
+            strip.blend_type = "ALPHA_OVER"
+            strip.mute = True  # a matte over the picture would hide it: unmute to look at it
+            done.append(f"strip {strip.name!r}")
+    if "COMPOSITOR" in targets:
+        alphas = {int(label): files for label, files in groups if label.isdigit()}
+        comp = build_compositor(scene, bpy.data.masks.get(st.mask_name), alphas)
+        done.append(f"compositor scene {comp.name!r} (soft alpha)")
+    return ", ".join(done)
+
+
+def _add_movie_strips(scene, out: Path) -> str:
+    """ProRes 4444 movies (one per object, straight alpha) as muted movie strips aligned with the source."""
+    st = scene.tam
+    movies = sorted(p for p in out.glob("*.mov") if p.stem.isdigit())
+    if not movies:
+        raise SessionError(f"the worker wrote no ProRes movie into {out}")
+    start = zero_frame(scene) + st.source_start  # the export covers the visible source frames
+    done = []
+    for path in movies:
+        obj = st.object_by_id(int(path.stem))
+        name = f"{st.strip_name} prores {obj.name if obj else path.stem}"
         _replace_strip(scene, name)
-        strip = add_image_strip(scene, name, files, _source_strip_channel(scene))
+        channel = _free_channel(scene, _source_strip_channel(scene), start, start + st.length)
+        strip = _strips(scene).new_movie(name=name, filepath=str(path), channel=channel, frame_start=start)
+        load_as_matte(strip, "prores", scene)
         strip.blend_type = "ALPHA_OVER"
-        strip.mute = True  # a matte over the picture would hide it: unmute to look at it
+        strip.mute = True
         done.append(f"strip {strip.name!r}")
     return ", ".join(done)
 

@@ -116,7 +116,11 @@ class TAM_PG_state(bpy.types.PropertyGroup):
     remove_feather: IntProperty(name="Feather", default=0, min=0, max=64, subtype="PIXEL",
                                 description="Soften the seam of the filled area")
     matte_exr: BoolProperty(name="EXR mattes", default=False,
-                            description="Write the matte image sequence as OpenEXR instead of PNG")
+                            description="Write the soft matte image sequence as float OpenEXR instead of 16-bit PNG")
+    matte_extra: EnumProperty(name="Also", options={"ENUM_FLAG"}, default=set(), items=[
+        ("RGBA", "Foreground", "Also add the premultiplied RGBA foreground (background spill removed) as strips"),
+        ("PRORES", "ProRes 4444", "Also add a ProRes 4444 movie with alpha per object as movie strips"),
+    ])
 
     @property
     def active(self) -> TAM_PG_object | None:

@@ -23,6 +23,10 @@ frame side (`rim_compensation`), and written points sit `OFF_GRID` px off the pi
 centres. A rendered Mask then matches its matte pixel for pixel on 4:3, 3:4 and square
 frames; wide frames lose a few pixels on thin parts.
 
+Soft edges: where the session holds a soft alpha (motion blur), `add_feather` moves outer
+ring points to the soft band's inner edge and gives them a Blender feather weight reaching
+its outer edge (``weights`` in the document); sharp edges keep weight 0.
+
 Imports numpy and OpenCV only (no bpy, no torch).
 """
 
@@ -569,6 +573,7 @@ def shapes_document(
             if check:
                 ious += _span_ious(span, tracks, found.packed, o.id, width, height)
             doc_spans.append(_span_entry(span, tracks, width, height))
+            add_feather(session, o.id, doc_spans[-1], tracks)
         changed = found.changed[o.id]
         if known is not None:  # frames known before but gone now changed too (to nothing)
             changed += [int(f) for f in known.get(o.id, {}) if int(f) not in found.digests[o.id]]
@@ -604,3 +609,144 @@ def write_shapes(session, out: str | os.PathLike, objects: Sequence[int] | None 
         **doc["quality"],
     }
 
+
+
+# --------------------------------------------------------------------------- feather (soft edges)
+
+FEATHER_REACH = 32.0  # px: the widest soft band looked for on each side of an outline
+FEATHER_MIN = 1.5  # px: narrower bands (antialiasing) get no feather; Blender's own rim covers them
+FEATHER_BIAS = 1.0  # px of band `soft_band` reads on a sharp edge (see `feather_ring`)
+
+
+def _outward_normals(ring: np.ndarray, k: int = 3) -> np.ndarray:
+    """Unit normals pointing away from the filled side (the filled side is left of travel, y down).
+
+    Averaged over the 2k edges around each point: a traced outline is a pixel staircase, and
+    points moved along per-edge normals would zig-zag (Blender then drops a feathered fill).
+    """
+    edge = np.roll(ring, -1, axis=0) - ring
+    length = np.maximum(np.linalg.norm(edge, axis=1, keepdims=True), 1e-9)
+    left = np.stack([-edge[:, 1], edge[:, 0]], axis=1) / length
+    k = max(1, min(k, len(ring) // 4))
+    mean = sum(np.roll(left, j, axis=0) for j in range(-k + 1, k + 1))  # the edges around each point
+    mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-9)
+    return -mean
+
+
+def soft_band(alpha: np.ndarray, ring: np.ndarray, reach: float = FEATHER_REACH) -> np.ndarray:
+    """Half-width (px) of the soft band across each point of an outer ring, from the alpha along its normal.
+
+    A linear ramp of half-width w centred on the outline leaves w/4 coverage outside it and
+    w/4 missing inside, so w = 2 x (coverage outside + coverage missing inside), each
+    integrated along the normal until the profile has reached 0 (outside) or 1 (inside).
+    """
+    n = _outward_normals(ring)
+    s = np.arange(0.25, reach, 0.5, dtype=np.float32)
+    outside = ring[:, None, :] + n[:, None, :] * s[None, :, None] - 0.5  # pixel centres sit at +0.5
+    inside = ring[:, None, :] - n[:, None, :] * s[None, :, None] - 0.5
+    a = np.ascontiguousarray(alpha, dtype=np.float32)
+
+    def sample(p: np.ndarray, beyond: float) -> np.ndarray:  # `beyond`: the value outside the frame
+        return cv2.remap(a, np.ascontiguousarray(p[..., 0], np.float32), np.ascontiguousarray(p[..., 1], np.float32),
+                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=beyond)
+
+    # the frame's edge cuts the object sharply: outwards it reads as 0, inwards as 1
+    out_prof, in_prof = sample(outside, 0.0), 1.0 - sample(inside, 1.0)
+    # stop each profile where it first reaches its side's value (another object or edge may follow)
+    out_prof *= np.cumprod(out_prof > 0.02, axis=1)
+    in_prof *= np.cumprod(in_prof > 0.02, axis=1)
+    return 2.0 * 0.5 * (out_prof.sum(axis=1) + in_prof.sum(axis=1))
+
+
+def _smooth_ring(values: np.ndarray, k: int = 2) -> np.ndarray:
+    """Median then mean over 2k+1 neighbours along a closed ring (one noisy profile does not make a notch)."""
+    if len(values) < 2 * k + 1:
+        return values
+    idx = (np.arange(len(values))[:, None] + np.arange(-k, k + 1)[None, :]) % len(values)
+    med = np.median(values[idx], axis=1)
+    return med[idx].mean(axis=1)
+
+
+def half_thickness(matte: np.ndarray) -> np.ndarray:
+    """Per pixel inside the matte, its distance to the outside; along a normal its maximum is half the local width."""
+    return cv2.distanceTransform(np.ascontiguousarray(matte, np.uint8), cv2.DIST_L2, 3)
+
+
+def feather_ring(alpha: np.ndarray, thickness: np.ndarray, ring: np.ndarray,
+                 longer: int) -> tuple[np.ndarray, np.ndarray]:
+    """Move an outer ring's points to the soft band's inner edge and give them Blender feather weights.
+
+    Blender feathers a clockwise spline outwards by ``weight x longer side`` px, falling off
+    linearly with the layer falloff "ROOT" (set on the Blender side): a point moved in by the band's half-width w with
+    a feather of 2w renders the ramp centred where the outline was. Sharp points (band below
+    `FEATHER_MIN`) stay put with weight 0; the move is capped by `thickness` (`half_thickness`).
+    """
+    normals = _outward_normals(ring)
+    edge = ring + 0.5 * normals  # the traced ring runs through boundary pixel centres, half a pixel in
+    # sampling between pixels and the outline's own sub-pixel error read ~FEATHER_BIAS px of band
+    # even on a step edge; Blender's own anti-aliased rim gives that softness already
+    w = np.maximum(_smooth_ring(soft_band(alpha, edge)) - 0.5 * FEATHER_BIAS, 0.0)
+    w = np.where(2.0 * w >= FEATHER_MIN, w, 0.0)
+    # a thin part: move in by at most half its width (the deepest point along the inward normal)
+    s = np.arange(0.5, FEATHER_REACH, 1.0, dtype=np.float32)
+    ray = edge[:, None, :] - normals[:, None, :] * s[None, :, None] - 0.5
+    depth = cv2.remap(np.ascontiguousarray(thickness, np.float32), np.ascontiguousarray(ray[..., 0], np.float32),
+                      np.ascontiguousarray(ray[..., 1], np.float32), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    w = np.minimum(w, depth.max(axis=1))
+    moved = np.where((w > 0)[:, None], edge - normals * w[:, None], ring)
+    return moved, (2.0 * w / float(longer)).astype(np.float64)
+
+
+def is_simple_ring(ring: np.ndarray) -> bool:
+    """True if no two non-adjacent edges of the closed ring cross (Blender drops a feathered fill that does)."""
+    p = np.asarray(ring, dtype=np.float64)
+    n = len(p)
+    if n < 4:
+        return True
+    a, b = p, np.roll(p, -1, axis=0)
+    d = b - a
+
+    def cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+    # edge i against edge j: proper crossings only
+    s1 = cross(d[:, None, :], a[None, :, :] - a[:, None, :])
+    s2 = cross(d[:, None, :], b[None, :, :] - a[:, None, :])
+    s3 = cross(d[None, :, :], a[:, None, :] - a[None, :, :])
+    s4 = cross(d[None, :, :], b[:, None, :] - a[None, :, :])
+    hit = (s1 * s2 < 0) & (s3 * s4 < 0)
+    i, j = np.triu_indices(n, 2)
+    keep = ~((i == 0) & (j == n - 1))  # the first and the last edge share a point
+    return not hit[i[keep], j[keep]].any()
+
+
+def add_feather(session, obj: int, span_doc: dict, tracks: list[np.ndarray]) -> None:
+    """Give a span's outer splines feather weights where the session's alpha is soft (motion blur).
+
+    Sets ``weights`` (per frame, per point) on each spline of `span_doc` that gets any
+    feather and rewrites its ``points`` where they moved; holes keep weight 0 (Blender does not feather them
+    outwards). Frames without soft alpha keep their outline and weight 0.
+    """
+    width, height = int(session.source.width), int(session.source.height)
+    longer = max(width, height)
+    for t in range(len(tracks[0]) if tracks else 0):
+        frame = span_doc["start"] + t
+        rec = session.read_mask(frame)
+        soft = session.read_alpha(frame, rec.labels) if rec is not None else None
+        if not soft or obj not in soft:
+            continue
+        thickness = half_thickness(rec.labels == obj)
+        for spline, track in zip(span_doc["splines"], tracks, strict=True):
+            if spline["hole"]:
+                continue
+            moved, weights = feather_ring(soft[obj], thickness, track[t], longer)
+            if not weights.any():
+                continue
+            outer = moved + _outward_normals(moved) * (weights * longer)[:, None]  # where the feather ends
+            if not (is_simple_ring(moved) and is_simple_ring(outer)):
+                continue  # this frame's spline stays unfeathered rather than risk a broken fill
+            spline["points"][t] = np.round(to_mask_space(moved + OFF_GRID, width, height), 6).reshape(-1).tolist()
+            if "weights" not in spline:  # only feathered splines carry weights (0 elsewhere)
+                spline["weights"] = np.zeros((len(track), track.shape[1])).tolist()
+            spline["weights"][t] = np.round(weights, 6).tolist()

@@ -221,7 +221,9 @@ class _Output(_Child):
         row.operator("tam.mattes_write", text="Mask").targets = {"MASK"}
         row.operator("tam.mattes_write", text="Image Strip").targets = {"IMAGE_STRIP"}
         row.operator("tam.mattes_write", text="Compositor").targets = {"COMPOSITOR"}
-        layout.prop(state, "matte_exr")
+        row = layout.row(align=True)
+        row.prop(state, "matte_exr")
+        row.prop(state, "matte_extra")
         col = layout.column(align=True)
         row = col.row(align=True)
         row.prop(state, "remove_dilate")
