@@ -13,11 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tam_blender_addon"
 import launch  # noqa: E402 - beside the engine: loads this checkout as track_anything
 
 launch.register_root()
-import numpy as np  # noqa: E402
 
 from track_anything.tam_blender_addon import matte_shapes  # noqa: E402
-from track_anything.tam_blender_addon.matte_clips import soft_clip_spec  # noqa: E402
-from track_anything.tam_blender_addon.session import Session, SourceInfo  # noqa: E402
+from track_anything.tam_blender_addon.matte_clips import soft_clip_spec, soft_session  # noqa: E402
 from track_anything.tam_blender_addon.synth import make_clip  # noqa: E402
 
 
@@ -26,17 +24,7 @@ def main() -> None:
     w, h, n = (int(v) for v in sys.argv[1:4]) if len(sys.argv) >= 4 else (1920, 1080, 6)
     clip = make_clip(soft_clip_spec("motion_blur", w, h, n, seed=2))
     root = Path(tempfile.mkdtemp())
-    s = Session.create(root / "s", SourceInfo("/v.mp4", "video", w, h, 24.0, n))
-    for f in range(n):
-        a = clip.alphas(f)
-        if not s.objects:
-            for oid in sorted(a):
-                s.add_object(f"o{oid}")
-        labels = np.zeros((h, w), np.uint8)
-        for oid in sorted(a):
-            labels[a[oid] >= 0.5] = oid
-        s.write_mask(f, labels)
-        s.write_alpha(f, a, labels)
+    s, _ = soft_session(root / "s", clip)
     t = time.perf_counter()
     matte_shapes.write_shapes(s, root / "feathered.json")
     with_feather = time.perf_counter() - t

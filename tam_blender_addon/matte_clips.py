@@ -6,9 +6,12 @@ or 1920x1080 (and beyond) with the same content. Used by the matting tests and b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from .synth import ClipSpec, ObjectSpec
+from .session import Session, SourceInfo
+from .synth import Clip, ClipSpec, ObjectSpec
 
 SOFT_KINDS = ("motion_blur", "strands", "antialias")
 
@@ -55,3 +58,26 @@ def soft_clip_spec(kind: str, width: int = 1280, height: int = 720, num_frames: 
     return ClipSpec(name=f"soft_{kind}", width=width, height=height, num_frames=num_frames, seed=seed,
                     background=str(rng.choice(["noise", "blobs"])), background_hue=hues[2], pan=pan,
                     objects=objects, supersample=4, shutter=shutter, motion_samples=8)
+
+
+def soft_session(path: str | Path, clip: Clip) -> tuple[Session, dict[int, dict[int, np.ndarray]]]:
+    """A session holding a soft clip's exact coverage as alpha and coverage >= 0.5 as masks.
+
+    Measures what downstream stages (feather, strips, compositor) do with a known soft
+    alpha, without a tracker in between. Returns the open session and {frame: alphas}.
+    """
+    w, h = clip.spec.width, clip.spec.height
+    s = Session.create(path, SourceInfo("/v.mp4", "video", w, h, clip.spec.fps, len(clip)))
+    alphas = {}
+    for f in range(len(clip)):
+        a = clip.alphas(f)
+        if not s.objects:
+            for oid in sorted(a):
+                s.add_object(f"o{oid}")
+        labels = np.zeros((h, w), np.uint8)
+        for oid in sorted(a):
+            labels[a[oid] >= 0.5] = oid
+        s.write_mask(f, labels)
+        s.write_alpha(f, a, labels)
+        alphas[f] = a
+    return s, alphas

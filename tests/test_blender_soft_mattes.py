@@ -20,9 +20,9 @@ from bpy_render import render_frames  # noqa: E402 - beside the tests (conftest)
 from track_anything.operators.mattes import build_mask, load_as_matte, matte_tree, read_shapes  # noqa: E402
 from track_anything.tam_blender_addon import matte_shapes  # noqa: E402 - needs cv2
 from track_anything.tam_blender_addon.export import export_masks  # noqa: E402
-from track_anything.tam_blender_addon.matte_clips import soft_clip_spec  # noqa: E402
+from track_anything.tam_blender_addon.matte_clips import soft_clip_spec, soft_session  # noqa: E402
 from track_anything.tam_blender_addon.matte_shapes import write_shapes  # noqa: E402
-from track_anything.tam_blender_addon.session import Session, SourceInfo  # noqa: E402
+from track_anything.tam_blender_addon.session import Session  # noqa: E402
 from track_anything.tam_blender_addon.synth import make_clip, write_clip  # noqa: E402
 
 pytestmark = [pytest.mark.bpy]
@@ -32,21 +32,7 @@ ZERO = 1  # scene frame of source frame 0
 
 def _session(root: Path, kind: str, clip=None) -> tuple[Session, dict[int, dict[int, np.ndarray]]]:
     """A session of the soft clip `kind`: hard masks (coverage >= 0.5) and the exact coverage as alpha."""
-    clip = clip or make_clip(soft_clip_spec(kind, W, H, N, seed=2))
-    s = Session.create(root / kind, SourceInfo("/v.mp4", "video", W, H, 24.0, N))
-    alphas = {}
-    for f in range(N):
-        a = clip.alphas(f)
-        if not s.objects:
-            for oid in sorted(a):
-                s.add_object(f"o{oid}")
-        labels = np.zeros((H, W), np.uint8)
-        for oid in sorted(a):
-            labels[a[oid] >= 0.5] = oid
-        s.write_mask(f, labels)
-        s.write_alpha(f, a, labels)
-        alphas[f] = a
-    return s, alphas
+    return soft_session(root / kind, clip or make_clip(soft_clip_spec(kind, W, H, N, seed=2)))
 
 
 @pytest.fixture(autouse=True)
