@@ -1,4 +1,4 @@
-"""`tam demo`: the whole product on a generated clip: click -> track -> mattes -> eval -> remove."""
+"""`tam demo`: the whole product on a generated clip: click -> track -> mattes (hard + soft alpha) -> eval -> remove."""
 
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ def run_demo(out: str | Path = "demo_out", backend: str | None = None, weights: 
             _drive(engine.track(direction="forward"), quiet)
             _drive(engine.export("png", str(out / "mattes")), quiet)
             scores = evaluate_dirs(out / "mattes", paths["gt"])
+            _drive(engine.export("alpha", str(out / "alpha")), quiet)  # the soft mattes editors composite with
             remove = [int(clip.obj_ids[0])]
             _drive(engine.inpaint(remove, str(out / "removed.mp4"), dilate=6), quiet)
         finally:
@@ -79,6 +80,7 @@ def run_demo(out: str | Path = "demo_out", backend: str | None = None, weights: 
     print(f"quality vs ground truth: J={m['J']:.3f} F={m['F']:.3f} J&F={m['J&F']:.3f}")
     print(f"session:   {session_dir}")
     print(f"mattes:    {out / 'mattes'}/<object_id>/<frame>.png")
+    print(f"alpha:     {out / 'alpha'}/<object_id>/<frame>.png (16-bit soft alpha at source resolution)")
     print(f"removed:   {out / 'removed.mp4'} (object {remove[0]} inpainted)")
     if engine.synthetic:
         print("note: SYNTHETIC weights: the neural outputs are meaningless (testing only)", file=sys.stderr)
