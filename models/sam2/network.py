@@ -21,6 +21,8 @@ from .memory import MemoryAttention, MemoryEncoder
 
 SYNTHETIC_FORMULA = "synthetic-sam2-v1"
 NO_OBJ_SCORE = -1024.0  # low-res logits of an object judged absent
+MEAN = (0.485, 0.456, 0.406)  # ImageNet normalisation of the input frames
+STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

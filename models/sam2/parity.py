@@ -17,11 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import InputError
-from .network import NO_OBJ_SCORE, SYNTHETIC_FORMULA, load_network
+from .network import MEAN, NO_OBJ_SCORE, STD, SYNTHETIC_FORMULA, load_network
 from .video import COND, NON_COND, VideoPredictor
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 CONFIG_SIZES = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}
 
 
@@ -62,11 +60,10 @@ class _FirstTaps:
 
 def _scores(pred: VideoPredictor, state, frame_idx: int, is_cond: bool | None) -> np.ndarray:
     """Each object's object-score logit on a frame, read from the state as the fixtures did."""
-    key = COND if is_cond else NON_COND
+    key = None if is_cond is None else COND if is_cond else NON_COND
     vals = []
     for obj in state.objects.values():
-        out = pred.frame_output(obj, frame_idx, key) if is_cond is not None else (
-            obj.out[COND].get(frame_idx) or obj.out[NON_COND].get(frame_idx))
+        out = pred.frame_output(obj, frame_idx, key)
         vals.append(float(out["object_score_logits"].reshape(-1)[0]) if out is not None else NO_OBJ_SCORE)
     return np.asarray(vals, np.float32)
 

@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from ...errors import Cancelled, InputError
 from ..device import half_dtype, resolve_device
 from ..protocols import SegmentResult, TrackResult
-from .network import NO_OBJ_SCORE, Sam2, load_network
-from .parity import MEAN, STD
+from .network import MEAN, NO_OBJ_SCORE, STD, Sam2, load_network
 from .video import COND, NON_COND, VideoPredictor, VideoState
 
 UNBOUNDED_FRAMES = 1 << 30  # frame count used when the length of a stream is not known
@@ -47,10 +46,14 @@ def check_frame(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def to_model_input(frame: np.ndarray, image_size: int, device: torch.device) -> torch.Tensor:
-    """uint8 RGB (H, W, 3) -> normalised float32 (3, S, S) on `device` (bilinear resize, as the video predictor)."""
+def to_model_input(frame: np.ndarray, image_size: int, device: torch.device, antialias: bool = False) -> torch.Tensor:
+    """uint8 RGB (H, W, 3) -> normalised float32 (3, S, S) on `device`.
+
+    Bilinear resize as the video predictor; `antialias` as the image predictor (clicks).
+    """
     x = torch.from_numpy(np.ascontiguousarray(check_frame(frame))).to(device).permute(2, 0, 1).float() / 255.0
-    x = F.interpolate(x[None], size=(image_size, image_size), mode="bilinear", align_corners=False)[0]
+    x = F.interpolate(x[None], size=(image_size, image_size), mode="bilinear", align_corners=False,
+                      antialias=antialias)[0]
     mean = torch.tensor(MEAN, device=device).view(3, 1, 1)
     std = torch.tensor(STD, device=device).view(3, 1, 1)
     return (x - mean) / std
@@ -149,17 +152,6 @@ class Sam2VideoTracker:
                 self.core.add_new_points_or_box(self.state, frame_idx, obj_id, points, labels, box=box, cond=True)
             return self._result(frame_idx, prefer_temp=True)
 
-    def remove_keyframe(self, frame_idx: int, obj_id: int) -> None:
-        """Drop one object's keyframe (its prompts and stored output on that frame)."""
-        obj = self.state.objects.get(int(obj_id))
-        if obj is None:
-            raise InputError(f"unknown object {obj_id}")
-        for store in (obj.temp[COND], obj.temp[NON_COND], obj.out[COND], obj.out[NON_COND]):
-            store.pop(frame_idx, None)
-        obj.points.pop(frame_idx, None)
-        obj.masks.pop(frame_idx, None)
-        obj.tracked.pop(frame_idx, None)
-
     def propagate(self, start: int | None = None, max_frames: int | None = None, reverse: bool = False,
                   should_stop: Callable[[], bool] | None = None) -> Iterator[FrameResult]:
         """Track every object from `start` (default: first keyframe) forwards or backwards, frame by frame."""
@@ -180,8 +172,7 @@ class Sam2VideoTracker:
     def _result(self, frame_idx: int, prefer_temp: bool = False) -> FrameResult:
         ids, outs = [], []
         for obj_id, obj in self.state.objects.items():
-            out = self.core.frame_output(obj, frame_idx, COND) if prefer_temp else (
-                obj.out[COND].get(frame_idx) or obj.out[NON_COND].get(frame_idx))
+            out = self.core.frame_output(obj, frame_idx, COND if prefer_temp else None)
             ids.append(obj_id)
             outs.append(out)
         g = self.net.image_size // 4
@@ -329,11 +320,7 @@ class Sam2Segmenter:
             self._current = self._cache[key]
             return
         with precision(self.device, self.half):
-            x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1).float()[None] / 255
-            s = self.net.image_size
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-            x = (x[0] - torch.tensor(MEAN, device=self.device).view(3, 1, 1)) / torch.tensor(
-                STD, device=self.device).view(3, 1, 1)
+            x = to_model_input(frame, self.net.image_size, self.device, antialias=True)
             feats = self.net.encode_image(x[None])
             embed = self.net.no_memory_features(feats)
             high = self.net.high_res_features(feats)

@@ -186,7 +186,7 @@ class VideoPredictor:
         key = COND if is_cond else NON_COND
         prev_logits = None
         if points is not None:
-            prev = obj.temp[key].get(frame_idx) or obj.out[COND].get(frame_idx) or obj.out[NON_COND].get(frame_idx)
+            prev = self.frame_output(obj, frame_idx, key)
             if prev is not None and prev["pred_masks"] is not None:
                 prev_logits = torch.clamp(prev["pred_masks"].to(state.device), -32.0, 32.0)
         out, _ = self._run_frame(state, obj, frame_idx, is_init, points, mask, reverse, False, prev_logits)
@@ -204,15 +204,14 @@ class VideoPredictor:
             out = self.frame_output(obj, frame_idx, key)
             if out is None:
                 continue
-            m = out["pred_masks"]
-            res[i: i + 1] = m if m.shape[-2:] == (h, w) else F.interpolate(m, size=(h, w), mode="bilinear",
-                                                                            align_corners=False)
+            res[i: i + 1] = self.to_video_res(state, out["pred_masks"])
         return res
 
     @staticmethod
-    def frame_output(obj: ObjectTrack, frame_idx: int, key: str = COND) -> dict | None:
-        """An object's newest output on a frame: pending prompt output first, then stored ones."""
-        out = obj.temp[key].get(frame_idx)
+    def frame_output(obj: ObjectTrack, frame_idx: int, key: str | None = COND) -> dict | None:
+        """An object's newest output on a frame: pending prompt output of store `key` first (none
+        when `key` is None), then the stored conditioning and non-conditioning outputs."""
+        out = obj.temp[key].get(frame_idx) if key is not None else None
         if out is None:
             out = obj.out[COND].get(frame_idx)
         if out is None:
@@ -230,7 +229,7 @@ class VideoPredictor:
                     if out["maskmem_features"] is None:
                         high = F.interpolate(out["pred_masks"].to(state.device), size=(self.image_size,) * 2,
                                              mode="bilinear", align_corners=False)
-                        mem, _ = self._encode_memory(state, frame_idx, high, out["object_score_logits"], True)
+                        mem = self._encode_memory(state, frame_idx, high, out["object_score_logits"], True)
                         out["maskmem_features"] = mem
                     obj.out[key][frame_idx] = out
                 obj.temp[key].clear()
@@ -299,14 +298,14 @@ class VideoPredictor:
                 self.tap("click_object_score_logits", heads.object_score_logits)
         mem = None
         if run_mem_encoder:
-            mem, _ = self._encode_memory(state, frame_idx, heads.high_res_masks, heads.object_score_logits,
+            mem = self._encode_memory(state, frame_idx, heads.high_res_masks, heads.object_score_logits,
                                          points is not None)
         out = {"maskmem_features": mem, "pred_masks": heads.low_res_masks, "obj_ptr": heads.obj_ptr,
                "object_score_logits": heads.object_score_logits, "iou": heads.ious}
         return out, heads.low_res_masks
 
     def _encode_memory(self, state: VideoState, frame_idx: int, high_res_masks: Tensor, scores: Tensor,
-                       from_points: bool) -> tuple[Tensor, Tensor]:
+                       from_points: bool) -> Tensor:
         feats = self.features(state, frame_idx)
         mem, pos = self.net.encode_memory(feats, high_res_masks, scores, from_points)
         if self.tap:
@@ -314,7 +313,7 @@ class VideoPredictor:
             self.tap("maskmem_pos_enc", pos)
         if state.maskmem_pos is None:
             state.maskmem_pos = pos[0:1].clone()
-        return mem.to(torch.bfloat16), pos
+        return mem.to(torch.bfloat16)  # the official code stores memory features in bf16
 
     def _conditioned(self, state: VideoState, obj: ObjectTrack, frame_idx: int, is_init: bool,
                      feats: Features, reverse: bool) -> Tensor:
@@ -374,6 +373,5 @@ class VideoPredictor:
             memory = memory.float()
         out = net.attend_memory(feats, memory, torch.cat(mem_pos, dim=0), num_ptr_tokens)
         if self.tap:
-            curr, curr_pos = feats.tokens()
             self.tap("memattn_out", out.flatten(2).permute(2, 0, 1))
         return out
