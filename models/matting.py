@@ -120,6 +120,7 @@ class EdgeMatter:
         source's own chroma at sharp edges (1 = RGB/4:4:4, 0 = 4:2:0 video); `snap`: alpha below it
         (or above 1 - it) becomes 0 (1)."""
         self.band = float(band)
+        self._means: list[tuple[np.ndarray, np.ndarray]] = []  # (frame, its 5x5 means): the last two frames
         self.shutter = float(shutter)
         self.eps = float(eps)
         self.tile = int(tile)
@@ -216,7 +217,8 @@ class EdgeMatter:
     def _solve_tile(self, img8: np.ndarray, hard: np.ndarray, kernel: np.ndarray, r: int) -> np.ndarray:
         """Alpha of one tile (with its margin): the shape prior, corrected by colour where colours tell."""
         fg, bg, unknown, prior = self._regions(hard, kernel, r)
-        img = img8.astype(np.float32) * (1.0 / 255.0)
+        rgb = img8.astype(np.float32) * (1.0 / 255.0)
+        img = rgb
         rw = r + kernel.shape[0] // 2 + 2
         chroma = np.float32(1.0)
         if self.chroma < 1.0:
@@ -225,7 +227,7 @@ class EdgeMatter:
             chroma = np.maximum(self.chroma, _box(ramp, 2))
             y = img @ np.asarray(_LUMA, np.float32)
             img = self.chroma * img + (1.0 - self.chroma) * y[..., None]  # the guide sees what is sharp
-        proj, dist2, support = _colour_projection(img8.astype(np.float32) * (1.0 / 255.0), fg, bg, rw,
+        proj, dist2, support = _colour_projection(rgb, fg, bg, rw,
                                                   np.broadcast_to(chroma, prior.shape))
         wgt = (dist2 / (dist2 + self.confidence) * support).astype(np.float32)
         est = wgt * proj + (1.0 - wgt) * prior
@@ -243,11 +245,21 @@ class EdgeMatter:
         out[unknown] = a
         return out
 
+    def _local_means(self, frame: np.ndarray) -> np.ndarray:
+        """5x5 means of `frame`, computed once per frame object: every object of a frame, and the next
+        frame's comparison, reuse them (kept for the last two frames)."""
+        for seen, means in self._means:
+            if seen is frame:
+                return means
+        means = _box(frame.astype(np.float32), 2)
+        self._means = [*self._means[-1:], (frame, means)]
+        return means
+
     def _static(self, img8: np.ndarray, hard: np.ndarray, prev: MatteState, r: int) -> np.ndarray:
         """Pixels whose neighbourhood did not change in colour or mask since `prev` (keep their alpha)."""
         # 5x5 means first: sensor noise averages out, a sub-pixel move of a contrasted edge does not
-        now = _box(img8.astype(np.float32), 2)
-        before = _box(prev.frame.astype(np.float32), 2)
+        now = self._local_means(img8)
+        before = self._local_means(prev.frame)
         calm = np.abs(now - before).max(axis=2) < self.static_tol
         k = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 3, 2 * r + 3))
         changed = cv2.dilate((hard != prev.hard).astype(np.uint8), k).astype(bool)
