@@ -32,6 +32,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .errors import InputError, MediaError  # noqa: E402
+from .matte import encode_alpha  # noqa: E402
 from .session import TMP_SUFFIX, Session, atomic_write, remove_stray_temps  # noqa: E402
 
 FORMATS = ("png", "labels", "exr", "alpha", "rgba", "prores")
@@ -101,7 +102,6 @@ def export_masks(session: Session, fmt: str, out_dir: str | Path,
         yield from _export_prores(session, out, todo, hard, source)
         return
     h, w = session.source.height, session.source.width
-    exr_params = [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT]
     for f in todo:
         rec = session.read_mask(f)
         labels = rec.labels if rec is not None else np.zeros((h, w), dtype=np.uint8)
@@ -116,10 +116,8 @@ def export_masks(session: Session, fmt: str, out_dir: str | Path,
             image = source.get(f) if fmt == "rgba" else None
             for oid, d in obj_dirs.items():
                 a = alphas[oid]
-                if fmt == "exr":
-                    data = _encode(".exr", a, exr_params)
-                elif fmt == "alpha":
-                    data = _encode(".png", np.round(a * 65535.0).astype(np.uint16))
+                if fmt in ("exr", "alpha"):
+                    data = encode_alpha(a, fmt)
                 else:
                     data = _encode(".png", _premultiplied_rgba16(image, a))
                 atomic_write(d / frame_name(f, "exr" if fmt == "exr" else "png"), data, sync_dir=False)

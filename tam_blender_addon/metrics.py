@@ -206,15 +206,6 @@ def read_alpha_png(path: str | Path) -> tuple[np.ndarray, bool]:
     raise MediaError(f"mask {path} has an unsupported pixel type {img.dtype}")
 
 
-def read_binary_png(path: str | Path) -> np.ndarray:
-    """A 0/255 matte PNG as bool (pixels >= 128 are foreground)."""
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data is not None and data.size else None
-    if img is None:
-        raise MediaError(f"mask {path} cannot be read")
-    return img >= 128
-
-
 def _frames_of(folder: Path) -> dict[int, Path]:
     """Frame number -> file for the NNNNN.png files of one object folder."""
     out: dict[int, Path] = {}
