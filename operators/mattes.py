@@ -249,7 +249,8 @@ def update_mask(doc: dict, mask: bpy.types.Mask, rec: dict, zero: int,
                 del layers[lname]
                 continue
             info["frames"] = _intervals(keep)
-            info["points"] = {f: d for f, d in info.get("points", {}).items() if int(f) in set(keep)}
+            kept = set(keep)
+            info["points"] = {f: d for f, d in info.get("points", {}).items() if int(f) in kept}
             _key_visibility(fcurves, layer_path(layer), [[zero + a, zero + b] for a, b in info["frames"]])
         for span in obj["spans"]:
             n = 1
@@ -535,7 +536,7 @@ class TAM_OT_mattes_write(_JobOperator, bpy.types.Operator):
             if rec is not None and int(rec.get("zero", 0)) != zero_frame(context.scene):
                 rec = None  # the source moved in time since: every key moves, so write all anew
             params = {"out": str(out)} if rec is None else {"out": str(out), "known": rec.get("digests", {})}
-            steps.append(runtime.Step("shapes", params, lambda sc, res: _after_shapes(sc, out, targets, rec)))
+            steps.append(runtime.Step("shapes", params, lambda sc, res: _after_shapes(sc, out, rec)))
         frames = list(range(state.source_start, state.source_start + state.length))
         if targets & {"IMAGE_STRIP", "COMPOSITOR"}:  # the soft alpha: strips, and the compositor's matte
             fmt = "exr" if state.matte_exr else "alpha"
@@ -551,7 +552,7 @@ class TAM_OT_mattes_write(_JobOperator, bpy.types.Operator):
         return self.finish_job(context)
 
 
-def _after_shapes(scene, out: Path, targets: set[str], rec: dict | None) -> str:
+def _after_shapes(scene, out: Path, rec: dict | None) -> str:
     """The shapes arrived: build or update the Mask (and the compositor scene); what was made, in words.
 
     With `rec` (what the add-on last wrote) only frames whose matte changed get new keys, so the

@@ -157,7 +157,8 @@ class Runtime:
         self.started_at = 0.0
         self.job: Job | None = None
         self.futures: list[Future] = []  # short requests whose follow-up the pump still owes
-        self.previews: OrderedDict[tuple[str, int, int], bool] = OrderedDict()  # (scene, src, obj) queued
+        # (scene, src, obj) queued -> the callback of its newest request
+        self.previews: OrderedDict[tuple[str, int, int], Callable | None] = OrderedDict()
         self.preview: tuple[tuple[str, int, int], Future] | None = None  # the one in flight
         self.superseded: set[int] = set()  # request ids of previews a newer click made stale
         self.journal: list[Edit] = []
@@ -351,21 +352,25 @@ def submit(
     file = RT.files
     future = open_session(context, state).request(cmd, **params)
 
-    def done(f: Future) -> None:
-        scene = bpy.data.scenes.get(scene_name) if file == RT.files else None
-        if scene is None:
-            return
-        error = f.exception()
-        if error is not None:
-            scene.tam.message = str(error)
-            RT.last_error = str(error)
-            if on_error is not None:
-                _safely(on_error, scene, error)
-        elif on_result is not None:
-            _safely(on_result, scene, f.result())
-        redraw()
+    return follow(future, lambda f: _land(scene_name, file, f, on_result, on_error))
 
-    return follow(future, done)
+
+def _land(scene_name: str, file: int, future: Future, on_result: Callable | None,
+          on_error: Callable | None = None) -> None:
+    """An answer arrived: into the scene's message if it failed, else to `on_result`; nothing when
+    its scene is gone or another .blend was loaded since the request was sent (`file`)."""
+    scene = bpy.data.scenes.get(scene_name) if file == RT.files else None
+    if scene is None:
+        return
+    error = future.exception()
+    if error is not None:
+        scene.tam.message = str(error)
+        RT.last_error = str(error)
+        if on_error is not None:
+            _safely(on_error, scene, error)
+    elif on_result is not None:
+        _safely(on_result, scene, future.result())
+    redraw()
 
 
 def session_objects(state) -> list:
@@ -392,15 +397,11 @@ def request_preview(context, state, src: int, obj: int,
     key = (state.id_data.name, src, obj)
     if RT.preview is not None and RT.preview[0] == key:
         RT.superseded.add(RT.preview[1].req)
-    RT.previews.setdefault(key, True)
-    _preview_callbacks[key] = on_result
+    RT.previews[key] = on_result  # a key already queued keeps its place; the newest callback wins
     _send_preview(context)
     if blocking():
         while RT.preview is not None:
             RT.preview[1].result(START_TIMEOUT_S)
-
-
-_preview_callbacks: dict[tuple[str, int, int], Callable | None] = {}
 
 
 def previews_pending() -> int:
@@ -422,11 +423,10 @@ def preview_text() -> str:
 def _send_preview(context=None) -> None:
     """Send the oldest queued preview if none is in flight."""
     while RT.preview is None and RT.previews:
-        key, _ = RT.previews.popitem(last=False)
+        key, on_result = RT.previews.popitem(last=False)
         scene = bpy.data.scenes.get(key[0])
         if scene is None or not scene.tam.session_path:
             continue
-        on_result = _preview_callbacks.pop(key, None)
         try:
             future = open_session(context, scene.tam).request("segment", frame=key[1], obj=key[2])
         except TamError as exc:
@@ -434,24 +434,18 @@ def _send_preview(context=None) -> None:
             RT.last_error = str(exc)
             continue
         RT.preview = (key, future)
-        future.add_done_callback(lambda f, key=key, cb=on_result: _preview_done(key, f, cb))
+        future.add_done_callback(lambda f, key=key, cb=on_result, file=RT.files: _preview_done(key, f, cb, file))
         track_future(future)
 
 
-def _preview_done(key: tuple[str, int, int], future: Future, on_result) -> None:
+def _preview_done(key: tuple[str, int, int], future: Future, on_result, file: int) -> None:
     """A preview answered: announce it unless a newer click superseded it, then send the next."""
     if RT.preview is not None and RT.preview[1] is future:
         RT.preview = None
     stale = future.req in RT.superseded
     RT.superseded.discard(future.req)
-    scene = bpy.data.scenes.get(key[0])
-    if scene is not None and not stale:
-        error = future.exception()
-        if error is not None:
-            scene.tam.message = str(error)
-            RT.last_error = str(error)
-        elif on_result is not None:
-            _safely(on_result, scene, future.result())
+    if not stale:
+        _land(key[0], file, future, on_result)
     redraw()
     _send_preview()
 
@@ -559,7 +553,7 @@ def start_job(
 
 def _next_step(job: Job) -> None:
     step = job.steps[0]
-    client = RT.client if RT.client is not None and RT.client.alive else get_client()
+    client = get_client()
     job.future = client.request(step.cmd, **step.params)
     job.future.add_event_callback(lambda event: _job_event(job, event))
     job.future.add_done_callback(lambda f: _step_done(job, f))
