@@ -119,10 +119,16 @@ def _describe_neural(cfg: BackendConfig) -> str:
     return label
 
 
+def check_sam2_model(name: str) -> str:
+    """`name` if it is a SAM 2.1 size, else a one-line InputError naming the sizes."""
+    if name not in SAM2_MODELS:
+        raise InputError(f"SAM 2.1 model must be {', '.join(SAM2_MODELS)}, not {name!r}")
+    return name
+
+
 def _sam2_network(cfg: BackendConfig) -> tuple:
     """The one SAM 2.1 network of this config, built on first use and shared by its segmenter and tracker."""
-    if cfg.sam2_model not in SAM2_MODELS:
-        raise InputError(f"SAM 2.1 model must be {', '.join(SAM2_MODELS)}, not {cfg.sam2_model!r}")
+    check_sam2_model(cfg.sam2_model)
     key = ("sam2", cfg.sam2_model, cfg.sam2_image_size)
     if key not in cfg.shared:
         from .sam2.tracker import build_network

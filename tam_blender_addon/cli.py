@@ -324,6 +324,8 @@ def _add_track_parser(sub) -> None:
 
 def _add_bench_parser(sub) -> None:
     """`tam bench`: speed and memory of one network."""
+    from ..models.backends import SAM2_MODELS
+
     p = sub.add_parser("bench", help="measure speed and memory of a network")
     p.add_argument("model", choices=["xmem", "e2fgvi", "sam", "sam2"])
     p.add_argument("--size", default="480x854", help="HxW")
@@ -333,7 +335,7 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--fast", action="store_true", help="autocast (bf16/fp16) fast path on CUDA")
     p.add_argument("--sam-model", default="vit_h", choices=["vit_b", "vit_l", "vit_h"])
-    p.add_argument("--sam2-model", default=None, choices=["tiny", "small", "base_plus", "large"],
+    p.add_argument("--sam2-model", default=None, choices=SAM2_MODELS,
                    help="SAM 2.1 size for `bench sam2` (default tiny); --fast also prints half-vs-fp32 on the fixture")
     p.add_argument("--image-size", type=int, default=1024, help="SAM 2.1 input size for `bench sam2` (default 1024)")
     p.set_defaults(func=cmd_bench)

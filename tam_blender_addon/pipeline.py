@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write
-from ..models.backends import DEFAULT_SAM2_MODEL, SAM2_MODELS, Backend, BackendConfig, get_backend
+from ..models.backends import DEFAULT_SAM2_MODEL, Backend, BackendConfig, check_sam2_model, get_backend
 from ..models.protocols import Inpainter, Propagator, Refiner, Segmenter, TrackResult
 from .errors import Cancelled, InputError, TamError
 from .progress import Progress, RateMeter
@@ -154,9 +154,8 @@ class Engine:
         # (Blender's "Half Precision" preference) unless the caller says otherwise
         self.half = bool((session.settings or {}).get("half_precision", False)) if half is None else bool(half)
         # SAM 2.1 size: the caller's, else the session's (Blender's preference at creation), else B+
-        self.sam2_model = sam2_model or (session.settings or {}).get("sam2_model") or DEFAULT_SAM2_MODEL
-        if self.sam2_model not in SAM2_MODELS:
-            raise InputError(f"SAM 2.1 model must be {', '.join(SAM2_MODELS)}, not {self.sam2_model!r}")
+        self.sam2_model = check_sam2_model(sam2_model or (session.settings or {}).get("sam2_model")
+                                           or DEFAULT_SAM2_MODEL)
         self.sam2_image_size = int(sam2_image_size)  # 1024 = the checkpoints'; smaller only in tests
         self._source = None
 
